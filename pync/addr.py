@@ -1,0 +1,122 @@
+"""Hosts, ports and names: parsing ports and ranges, resolving, naming peers.
+
+All of nc's rules about addresses live here: a port may be a number, a
+service name (looked up even with -n) or a range ``lo-hi``; a name is shown
+as ``host (ip)``; peers are reverse-resolved unless -n.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Optional
+
+from .numbers import strtonum
+from .report import PyncError, gai_strerror
+
+PORT_MAX = 65535
+
+AddrInfo = tuple[int, int, int, str, tuple]
+
+
+def parse_port(text: str, proto: str = "tcp", low: int = 1) -> int:
+    """One port: a service name or a number in [low, 65535].
+
+    Errors use nc's words: ``port number invalid: abc``.
+    """
+    try:
+        return socket.getservbyname(text, proto)
+    except (OSError, UnicodeError):
+        pass
+    try:
+        return strtonum(text, low, PORT_MAX)
+    except ValueError as exc:
+        raise PyncError(f"port number {exc}: {text}") from None
+
+
+def parse_ports(args: list[str], proto: str = "tcp") -> list[int]:
+    """Ports as nc's build_ports() takes them: names, numbers, ``lo-hi`` ranges.
+
+    A reversed range is swapped; the order given is kept otherwise.
+    """
+    ports: list[int] = []
+    for arg in args:
+        try:
+            ports.append(socket.getservbyname(arg, proto))
+            continue
+        except (OSError, UnicodeError):
+            pass
+        if arg[:1].isdigit() and "-" in arg:
+            lo_text, hi_text = arg.split("-", 1)
+            hi = parse_port(hi_text, proto)
+            lo = parse_port(lo_text, proto)
+            if lo > hi:
+                lo, hi = hi, lo
+            ports.extend(range(lo, hi + 1))
+        else:
+            ports.append(parse_port(arg, proto))
+    return ports
+
+
+def resolve(host: Optional[str], port: int, family: int, socktype: int,
+            numeric: bool) -> list[AddrInfo]:
+    """getaddrinfo with nc's flags; raises PyncError with gai's words.
+
+    The error names the host and port, as nc does for the destination:
+    ``getaddrinfo for host "x" port 80: Name or service not known``.
+    """
+    flags = socket.AI_NUMERICSERV
+    if numeric:
+        flags |= socket.AI_NUMERICHOST
+    try:
+        return socket.getaddrinfo(host, port, family, socktype, 0, flags)
+    except (OSError, UnicodeError) as exc:
+        raise PyncError(f'getaddrinfo for host "{host}" port {port}: '
+                        f"{gai_strerror(exc)}") from None
+
+
+def resolve_local(host: Optional[str], port: Optional[str], family: int,
+                  socktype: int, numeric: bool) -> list[AddrInfo]:
+    """The address for -s/-p (or a listen address): ``getaddrinfo: ...`` errors."""
+    flags = socket.AI_PASSIVE
+    if numeric:
+        flags |= socket.AI_NUMERICHOST
+    try:
+        return socket.getaddrinfo(host, port, family, socktype, 0, flags)
+    except (OSError, UnicodeError) as exc:
+        raise PyncError(f"getaddrinfo: {gai_strerror(exc)}") from None
+
+
+def numeric_host(sockaddr: tuple) -> str:
+    """The address part of an IPv4/IPv6 sockaddr, without scope noise."""
+    return str(sockaddr[0])
+
+
+def display_host(sockaddr: tuple, numeric: bool) -> str:
+    """A peer or local address as nc prints it: its name, else the address."""
+    ip = numeric_host(sockaddr)
+    if numeric:
+        return ip
+    try:
+        name, _ = socket.getnameinfo((ip, 0) if len(sockaddr) == 2 else
+                                     (ip, 0, 0, sockaddr[3]),
+                                     socket.NI_NAMEREQD)
+        return name
+    except (OSError, UnicodeError):
+        return ip
+
+
+def service_name(port: int, proto: str, numeric: bool) -> str:
+    """The service of a port for ``[tcp/http]``; ``*`` when unknown or -n."""
+    if numeric:
+        return "*"
+    try:
+        return socket.getservbyport(port, proto)
+    except (OSError, OverflowError):
+        return "*"
+
+
+def unix_address(path: str) -> str:
+    """A UNIX socket path; ``@name`` means Linux's abstract namespace."""
+    if path.startswith("@"):
+        return "\0" + path[1:]
+    return path

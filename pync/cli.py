@@ -1,0 +1,265 @@
+"""argv -> Options, with nc's getopt behaviour and nc's error messages.
+
+Short flags are OpenBSD nc's (Debian 1.219), parsed with GNU-style
+permutation as glibc's getopt does for nc on Linux, so ``pync host 80 -v``
+works.  Each value is checked when it is parsed, in the order given, with
+nc's words (``timeout invalid: abc``); then the positional arguments and the
+rules between flags.  Long names are aliases (ncat's name where ncat has one).
+"""
+
+from __future__ import annotations
+
+import getopt
+import socket
+import sys
+from dataclasses import replace
+from typing import Optional
+
+from . import __version__
+from .addr import parse_port, parse_ports
+from .numbers import strtonum
+from .options import Options, check_rules
+from .report import HELP_SUMMARY, USAGE, PyncError, UsageError
+
+SHORT = "46bCDdFhI:i:klM:m:NnO:P:p:q:rSs:T:tUuV:vW:w:X:x:Zz"
+
+# long name -> short letter; a trailing "=" marks options that take a value.
+LONG: dict[str, str] = {
+    "ipv4": "4", "ipv6": "6", "broadcast": "b", "crlf": "C", "debug": "D",
+    "no-stdin": "d", "fd-pass": "F", "help": "h", "recv-buf=": "I",
+    "interval=": "i", "delay=": "i", "keep-open": "k", "listen": "l",
+    "ttl=": "M", "min-ttl=": "m", "shutdown": "N", "nodns": "n",
+    "send-buf=": "O", "proxy-user=": "P", "source-port=": "p",
+    "quit=": "q", "randomize": "r", "md5sig": "S", "source=": "s",
+    "tos=": "T", "telnet": "t", "unixsock": "U", "udp": "u",
+    "rtable=": "V", "verbose": "v", "recv-limit=": "W", "wait=": "w",
+    "proxy-type=": "X", "proxy=": "x", "dccp": "Z", "zero": "z",
+    "version": "",
+}
+
+INT_MAX = 2**31 - 1
+UINT_MAX = 2**32 - 1
+
+# DiffServ code points and the old TOS names nc accepts for -T.
+TOS_KEYWORDS = {
+    "af11": 0x28, "af12": 0x30, "af13": 0x38, "af21": 0x48, "af22": 0x50,
+    "af23": 0x58, "af31": 0x68, "af32": 0x70, "af33": 0x78, "af41": 0x88,
+    "af42": 0x90, "af43": 0x98, "critical": 0xa0, "cs0": 0x00, "cs1": 0x20,
+    "cs2": 0x40, "cs3": 0x60, "cs4": 0x80, "cs5": 0xa0, "cs6": 0xc0,
+    "cs7": 0xe0, "ef": 0xb8, "inetcontrol": 0xc0, "lowcost": 0x02,
+    "lowdelay": 0x10, "netcontrol": 0xe0, "reliability": 0x04,
+    "throughput": 0x08,
+}
+
+
+class InfoRequest(Exception):
+    """-h or --version: print ``text`` on stdout and exit 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def help_text() -> str:
+    return f"pync {__version__} (OpenBSD netcat 1.219 compatible)\n" + USAGE + HELP_SUMMARY
+
+
+def _number(text: str, low: int, high: int, what: str) -> int:
+    """strtonum with nc's ``<what> <error>: <text>`` message."""
+    try:
+        return strtonum(text, low, high)
+    except ValueError as exc:
+        raise PyncError(f"{what} {exc}: {text}") from None
+
+
+def parse_tos(text: str) -> int:
+    """-T: a keyword, 0xHEX or a decimal 0..255 (nc's process_tos_opt)."""
+    if text in TOS_KEYWORDS:
+        return TOS_KEYWORDS[text]
+    try:
+        if len(text) > 1 and text.startswith("0x"):
+            value = int(text[2:], 16)
+        else:
+            value = strtonum(text, 0, 255)
+    except ValueError:
+        raise PyncError(f"illegal tos value {text}") from None
+    if not 0 <= value <= 255:
+        raise PyncError(f"illegal tos value {text}")
+    return value
+
+
+def _getopt_error(exc: getopt.GetoptError) -> PyncError:
+    """Reword Python's getopt errors as glibc's getopt prints them for nc."""
+    opt, msg = exc.opt, exc.msg
+    if len(opt) == 1:
+        if "requires argument" in msg:
+            text = f"option requires an argument -- '{opt}'"
+        else:
+            text = f"invalid option -- '{opt}'"
+    elif "requires argument" in msg:
+        text = f"option '--{opt}' requires an argument"
+    elif "must not have an argument" in msg:
+        text = f"option '--{opt}' doesn't allow an argument"
+    elif "not a unique prefix" in msg:
+        text = f"option '--{opt}' is ambiguous"
+    else:
+        text = f"unrecognized option '--{opt}'"
+    return PyncError(text, show_usage=True)
+
+
+def _short_of(opt: str) -> str:
+    """The nc letter for an option as getopt returned it (``-v`` or ``--verbose``)."""
+    if not opt.startswith("--"):
+        return opt[1]
+    name = opt[2:]
+    return LONG.get(name, LONG.get(name + "=", ""))
+
+
+def parse(argv: list[str]) -> Options:
+    """Turn argv (without the program name) into Options, or raise.
+
+    Raises PyncError (exit 1) for bad input and InfoRequest for -h/--version.
+    """
+    try:
+        pairs, args = getopt.gnu_getopt(argv, SHORT, list(LONG))
+    except getopt.GetoptError as exc:
+        raise _getopt_error(exc) from None
+
+    kw: dict[str, object] = {}
+    verbose = 0
+    for opt, val in pairs:
+        if opt == "--version":
+            raise InfoRequest(f"pync {__version__}\n")
+        letter = _short_of(opt)
+        if letter == "h":
+            raise InfoRequest(help_text())
+        if letter == "v":
+            verbose += 1
+        elif letter in _FLAGS:
+            kw[_FLAGS[letter]] = True
+        elif letter == "4":
+            kw["family"] = socket.AF_INET
+        elif letter == "6":
+            kw["family"] = socket.AF_INET6
+        else:
+            _value_option(letter, val, kw)
+    kw["verbose"] = verbose
+
+    _positional(args, kw)
+    opts = Options(**kw)  # type: ignore[arg-type]
+    check_rules(opts)
+    return _with_ports(opts, args)
+
+
+_FLAGS = {
+    "b": "broadcast", "C": "crlf", "D": "sock_debug", "d": "no_stdin",
+    "F": "fd_pass", "k": "keep_open", "l": "listen", "N": "shutdown_on_eof",
+    "n": "numeric", "r": "randomize", "S": "md5sig", "t": "telnet",
+    "U": "unix", "u": "udp", "Z": "dccp", "z": "zero_io",
+}
+
+
+def _value_option(letter: str, val: str, kw: dict[str, object]) -> None:
+    """Check one option's value as nc does while it runs getopt."""
+    if letter == "I":
+        kw["recv_buf"] = _number(val, 1, 65536 << 14, "TCP receive window")
+    elif letter == "O":
+        kw["send_buf"] = _number(val, 1, 65536 << 14, "TCP send window")
+    elif letter == "i":
+        kw["interval"] = _number(val, 0, UINT_MAX, "interval")
+    elif letter == "M":
+        kw["ttl"] = _ttl(val, "ttl")
+    elif letter == "m":
+        kw["min_ttl"] = _ttl(val, "minttl")
+    elif letter == "q":
+        kw["quit_after_eof"] = _number(val, -INT_MAX - 1, INT_MAX, "quit timer")
+    elif letter == "W":
+        kw["recv_limit"] = _number(val, 1, INT_MAX, "receive limit")
+    elif letter == "w":
+        wait = _number(val, 0, INT_MAX // 1000, "timeout")
+        kw["wait"] = wait or None
+    elif letter == "T":
+        kw["tos"] = parse_tos(val)
+    elif letter == "X":
+        if val.lower() not in ("4", "5", "connect"):
+            raise PyncError("unsupported proxy protocol")
+        kw["proxy_type"] = val.lower()
+    elif letter == "V":
+        raise PyncError("no alternate routing table support available")
+    elif letter == "x":
+        kw["proxy"] = val
+    elif letter == "P":
+        kw["proxy_user"] = val
+    elif letter == "p":
+        kw["source_port"] = val
+    elif letter == "s":
+        kw["source_addr"] = val
+
+
+def _ttl(val: str, what: str) -> int:
+    try:
+        return strtonum(val, 0, 255)
+    except ValueError as exc:
+        raise PyncError(f"{what} is {exc}") from None
+
+
+def _positional(args: list[str], kw: dict[str, object]) -> None:
+    """Where the destination, port or socket path comes from (nc's rules)."""
+    listen = bool(kw.get("listen"))
+    if kw.get("unix"):
+        if not args:
+            if listen:
+                raise PyncError("missing socket pathname")
+            raise UsageError()
+        if len(args) > 1:
+            raise PyncError("cannot use port with -U")
+        if listen and (kw.get("source_port") or kw.get("source_addr")):
+            raise UsageError()
+        kw["unix_path"] = args[0]
+        return
+    if not args:
+        if not listen:
+            raise UsageError()
+        if not kw.get("source_port"):
+            raise PyncError("missing port number")
+        kw["host"] = kw.get("source_addr")
+        return
+    if len(args) == 1:
+        if not listen:
+            raise PyncError("missing port number")
+        if kw.get("source_port"):
+            raise UsageError()
+        kw["host"] = kw.get("source_addr")
+        return
+    if listen and (len(args) > 2 or kw.get("source_port") or kw.get("source_addr")):
+        raise UsageError()
+    kw["host"] = args[0]
+
+
+def _with_ports(opts: Options, args: list[str]) -> Options:
+    """Parse the port arguments once the flags are known to be consistent."""
+    if opts.unix:
+        return opts
+    proto = opts.proto_name
+    if opts.listen:
+        text = args[-1] if args else opts.source_port
+        assert text is not None
+        return replace(opts, ports=(parse_port(text, proto, low=0),),
+                       source_port=None if not args else opts.source_port)
+    ports = parse_ports(args[1:], proto)
+    if opts.source_port is not None:
+        parse_port(opts.source_port, proto, low=0)
+    return replace(opts, ports=tuple(ports))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """The ``pync`` console script."""
+    from .runner import install_signal_handlers, run
+
+    install_signal_handlers()
+    try:
+        status = run(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # ^C outside a session (e.g. while parsing)
+        status = 130
+    sys.exit(status)
+

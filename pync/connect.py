@@ -1,0 +1,99 @@
+"""Client mode: connect to each port given, and relay stdio over it.
+
+As nc: every address getaddrinfo returns is tried in order until one
+connects (failures are reported under -v), ``-s``/``-p`` bind the local end,
+``-w`` bounds each connect, and with several ports each is connected and
+relayed in turn.  Exit 0 if any connection succeeded.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from typing import Optional
+
+from . import sockopts
+from .addr import numeric_host, resolve, resolve_local, service_name, unix_address
+from .options import IPPROTO_DCCP, Options
+from .report import PyncError, Reporter, strerror
+from .session import relay_session
+from .streams import Stream
+
+
+def run_connect(opts: Options, local: Stream, report: Reporter) -> int:
+    """Connect mode; returns the exit status."""
+    if opts.unix:
+        return _connect_unix(opts, local, report)
+    md5_key = sockopts.read_md5_password() if opts.md5sig else None
+    ports = list(opts.ports)
+    if opts.randomize:
+        random.shuffle(ports)
+    status = 1
+    failed = False
+    assert opts.host is not None
+    for port in ports:
+        opened = open_connection(opts, opts.host, port, report, md5_key)
+        if opened is None:
+            continue
+        sock, ip = opened
+        status = 0
+        report.connect_succeeded(opts.host, ip, port, opts.proto_name,
+                                 service_name(port, opts.proto_name, opts.numeric))
+        label = f"{ip} port {port} ({opts.proto_name})"
+        if relay_session(sock, label, local, opts, report):
+            failed = True
+    return 1 if failed else status
+
+
+def open_connection(opts: Options, host: str, port: int, report: Reporter,
+                    md5_key: Optional[bytes] = None
+                    ) -> Optional[tuple[socket.socket, str]]:
+    """Try each address of host:port; the connected socket and its address.
+
+    None when every address failed (each failure reported under -v).
+    """
+    for family, socktype, proto, _, sockaddr in resolve(
+            host, port, opts.family, opts.socktype, opts.numeric):
+        ip = numeric_host(sockaddr)
+        sock = socket.socket(family, socktype, IPPROTO_DCCP if opts.dccp else proto)
+        try:
+            _bind_source(sock, opts, family)
+            sockopts.apply(sock, family, opts, md5_key)
+            sock.settimeout(opts.wait if opts.wait else None)
+            sock.connect(sockaddr)
+        except PyncError:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            report.connect_failed(host, ip, port, opts.proto_name, exc)
+            continue
+        return sock, ip
+    return None
+
+
+def _bind_source(sock: socket.socket, opts: Options, family: int) -> None:
+    """-s address and -p port for the local end of an outgoing connection."""
+    if opts.source_addr is None and opts.source_port is None:
+        return
+    info = resolve_local(opts.source_addr, opts.source_port, family,
+                         sock.type, opts.numeric)
+    if opts.source_port is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(info[0][4])
+    except OSError as exc:
+        raise PyncError(f"bind failed: {strerror(exc)}") from None
+
+
+def _connect_unix(opts: Options, local: Stream, report: Reporter) -> int:
+    """-U path: connect to a UNIX-domain stream socket (``@name``: abstract)."""
+    assert opts.unix_path is not None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(opts.wait if opts.wait else None)
+        sock.connect(unix_address(opts.unix_path))
+    except OSError as exc:
+        sock.close()
+        raise PyncError(f"{opts.unix_path}: {strerror(exc)}") from None
+    return relay_session(sock, opts.unix_path, local, opts, report)

@@ -1,0 +1,113 @@
+"""The Options a command line turns into, and the rules between flags.
+
+``Options`` is frozen: once argv is parsed, nothing changes it, so every mode
+reads the same settings.  Field names say what the flag means, with nc's
+letter in the comment.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .report import PyncError
+
+# Flags parsed for compatibility whose feature a later release brings.
+# Using one is an error (never silently ignored): ``pync: -X: not implemented yet``.
+NOT_YET = {
+    "udp": "-u",
+    "zero_io": "-z",
+    "proxy_type": "-X",
+    "proxy": "-x",
+    "proxy_user": "-P",
+    "telnet": "-t",
+    "fd_pass": "-F",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything the command line asked for."""
+
+    family: int = socket.AF_UNSPEC        # -4 / -6
+    unix: bool = False                    # -U
+    udp: bool = False                     # -u
+    dccp: bool = False                    # -Z
+    listen: bool = False                  # -l
+    keep_open: bool = False               # -k
+    zero_io: bool = False                 # -z
+    verbose: int = 0                      # -v, repeatable
+    numeric: bool = False                 # -n
+    no_stdin: bool = False                # -d
+    shutdown_on_eof: bool = False         # -N (also implied by -q N>=0)
+    crlf: bool = False                    # -C
+    telnet: bool = False                  # -t
+    fd_pass: bool = False                 # -F
+    randomize: bool = False               # -r
+    broadcast: bool = False               # -b
+    sock_debug: bool = False              # -D
+    md5sig: bool = False                  # -S
+    recv_buf: Optional[int] = None        # -I
+    send_buf: Optional[int] = None        # -O
+    tos: Optional[int] = None             # -T
+    ttl: Optional[int] = None             # -M
+    min_ttl: Optional[int] = None         # -m
+    interval: int = 0                     # -i seconds between lines
+    quit_after_eof: Optional[int] = None  # -q; None (or negative) = never
+    wait: Optional[int] = None            # -w seconds
+    recv_limit: Optional[int] = None      # -W
+    source_addr: Optional[str] = None     # -s
+    source_port: Optional[str] = None     # -p
+    proxy_type: Optional[str] = None      # -X
+    proxy: Optional[str] = None           # -x
+    proxy_user: Optional[str] = None      # -P
+    host: Optional[str] = None            # destination, or listen address
+    ports: tuple[int, ...] = field(default_factory=tuple)
+    unix_path: Optional[str] = None       # -U path
+
+    @property
+    def quits_after_eof(self) -> bool:
+        """-q with a non-negative value: quit that many seconds after stdin ends."""
+        return self.quit_after_eof is not None and self.quit_after_eof >= 0
+
+    @property
+    def half_close(self) -> bool:
+        """Shut the socket's write side at stdin EOF (-N, or -q N >= 0)."""
+        return self.shutdown_on_eof or self.quits_after_eof
+
+    @property
+    def proto_name(self) -> str:
+        """The protocol word nc prints: tcp, udp or dccp."""
+        if self.udp:
+            return "udp"
+        if self.dccp:
+            return "dccp"
+        return "tcp"
+
+    @property
+    def socktype(self) -> int:
+        if self.udp:
+            return socket.SOCK_DGRAM
+        if self.dccp:
+            return SOCK_DCCP
+        return socket.SOCK_STREAM
+
+
+SOCK_DCCP = 6
+IPPROTO_DCCP = 33
+
+
+def check_rules(opts: Options) -> None:
+    """Reject flag combinations nc rejects, with nc's words."""
+    if opts.listen and opts.zero_io:
+        raise PyncError("cannot use -z and -l")
+    if opts.keep_open and not opts.listen:
+        raise PyncError("must use -l with -k")
+    if opts.listen and (opts.proxy or opts.proxy_type):
+        raise PyncError("no proxy support for listen")
+    if opts.unix and (opts.proxy or opts.proxy_type):
+        raise PyncError("no proxy support for unix sockets")
+    for name, flag in NOT_YET.items():
+        if getattr(opts, name):
+            raise PyncError(f"{flag}: not implemented yet")

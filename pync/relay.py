@@ -1,0 +1,342 @@
+"""The relay: one poll loop joining the local end and the network end.
+
+This is OpenBSD netcat's readwrite() in Python.  Two directions, each a
+bounded buffer between a source and a destination:
+
+    up:    local input (stdin)  -> buffer -> network
+    down:  network              -> buffer -> local output (stdout)
+
+A source is read only while its buffer has room and a destination written
+only while its buffer has data, so memory stays bounded whatever the peers
+do.  Timers (-w idle, -q quit, -i line interval) are deadlines folded into
+the poll timeout: no sleep(), no threads.
+
+End-of-stream rules, as nc 1.219 behaves (see DESIGN.md):
+
+* stdin done (EOF and its buffer flushed): stop sending; with -N or -q N>=0
+  shut the socket's write side.  In listen mode -q N then ends the session
+  N seconds later.
+* network input done: its buffer drains to stdout, then stdout is done.
+* the session ends when both inputs are done, or both outputs are gone, or
+  (listen mode) the network input is done; with -q N > 0, N seconds later.
+* -w N: N seconds with nothing to do ends the session (status 0).
+
+``selectors.PollSelector`` is used, not epoll: poll() accepts regular files
+and /dev/null (always ready) where epoll refuses them, and with two or three
+descriptors it needs no system call to change interest.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from .crlf import CrlfTranslator
+from .report import Reporter
+from .streams import Stream
+
+BUFSIZE = 256 * 1024
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+# Errors that mean "the peer is gone", ending one direction.
+_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """The Options that shape a session, in the relay's own terms."""
+
+    listen_mode: bool = False
+    half_close: bool = False               # -N, or -q N >= 0
+    quit_after: Optional[int] = None       # -q N (N >= 0), else None
+    idle_timeout: Optional[float] = None   # -w N
+    interval: float = 0.0                  # -i N: pause after each line sent
+    crlf: bool = False                     # -C
+    recv_limit: Optional[int] = None       # -W N network reads
+    no_stdin: bool = False                 # -d
+
+
+class Direction:
+    """One way through the relay: source -> bounded buffer -> destination."""
+
+    def __init__(self, name: str, src: Stream, dst: Stream) -> None:
+        self.name = name
+        self.src = src
+        self.dst = dst
+        self.src_open = src.read_fd is not None
+        self.dst_open = dst.write_fd is not None
+        self.buf = bytearray(BUFSIZE)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        self.paused_until = 0.0  # -i: no writing before this time
+
+    @property
+    def empty(self) -> bool:
+        return self.start == self.end
+
+    @property
+    def room(self) -> int:
+        return BUFSIZE - self.end
+
+    def compact(self) -> None:
+        """Move pending bytes to the front so a full tail can be refilled."""
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.start and self.end == BUFSIZE:
+            n = self.end - self.start
+            self.view[:n] = self.view[self.start:self.end]
+            self.start, self.end = 0, n
+
+    def append(self, data: bytes) -> None:
+        """Queue bytes produced by a transform (room was checked by the caller)."""
+        n = len(data)
+        self.view[self.end:self.end + n] = data
+        self.end += n
+
+
+class Relay:
+    """Runs one session between a local Stream and a network Stream."""
+
+    def __init__(self, local: Stream, net: Stream, config: RelayConfig,
+                 reporter: Reporter) -> None:
+        self.local = local
+        self.net = net
+        self.cfg = config
+        self.report = reporter
+        self.up = Direction("up", local, net)
+        self.down = Direction("down", net, local)
+        if config.no_stdin:
+            self.up.src_open = False
+        self.crlf = CrlfTranslator() if config.crlf else None
+        self.net_reads = 0
+        self.status = 0
+        self.quit_at: Optional[float] = None    # -q deadline
+        self.stdin_finished = False
+        self.selector = selectors.PollSelector()
+        self.interest: dict[int, int] = {}
+
+    # -- the loop ---------------------------------------------------------
+    def run(self) -> int:
+        """Relay until the session ends; returns the exit status (0 or 1)."""
+        try:
+            self._loop()
+        finally:
+            self.selector.close()
+        return self.status
+
+    def _loop(self) -> None:
+        up, down = self.up, self.down
+        idle = self.cfg.idle_timeout
+        while True:
+            self._after_io()
+            now = time.monotonic()
+            if self._session_over(now):
+                if not self._linger(now):
+                    return
+                continue
+            timeout, idle_wait = self._timeout(now, idle)
+            self._set_interest()
+            if self.interest:
+                ready = self.selector.select(timeout)
+            elif timeout is None:
+                return  # nothing to watch and no deadline: nothing can happen
+            else:
+                ready = _wait(timeout)
+            if not ready:
+                if idle_wait and self.quit_at is None:
+                    return  # -w: idle too long
+                continue
+            events: dict[int, int] = {}
+            for key, ev in ready:
+                events[key.fd] = events.get(key.fd, 0) | ev
+            self._read(up, events)
+            self._write(up, events)
+            self._read(down, events)
+            self._write(down, events)
+
+    # -- end of stream ----------------------------------------------------
+    def _after_io(self) -> None:
+        """nc's bookkeeping at the bottom of readwrite()."""
+        up, down = self.up, self.down
+        if not up.src_open and up.empty and up.dst_open:
+            up.dst_open = False
+            if self.cfg.half_close:
+                self.net.shutdown_write()
+            self.stdin_finished = True
+            q = self.cfg.quit_after
+            if self.cfg.listen_mode and q is not None:
+                self._arm_quit(time.monotonic() + q)
+        if not up.dst_open and up.src_open:
+            up.src_open = False  # nowhere to send stdin: stop reading it
+        if not down.src_open and down.empty and down.dst_open:
+            down.dst_open = False
+        if not down.dst_open and down.src_open:
+            down.src_open = False  # stdout gone: stop reading the network
+            self.net.shutdown_read()
+
+    def _session_over(self, now: float) -> bool:
+        up, down = self.up, self.down
+        if self.quit_at is not None and now >= self.quit_at:
+            return True
+        drained = up.empty and down.empty
+        if not up.src_open and not down.src_open and drained:
+            return True
+        if not up.dst_open and not down.dst_open:
+            return True
+        return bool(self.cfg.listen_mode and not down.src_open and drained)
+
+    def _linger(self, now: float) -> bool:
+        """With -q N > 0, nc waits N seconds after the session is over.
+
+        Returns True while still waiting (the loop goes on, doing nothing but
+        waiting for the deadline), False when the relay should return.
+        """
+        q = self.cfg.quit_after
+        if q is None or q <= 0:
+            return False
+        if self.quit_at is None:
+            self._arm_quit(now + q)
+        if now >= self.quit_at:  # type: ignore[operator]
+            return False
+        self.up.src_open = self.down.src_open = False
+        self.up.dst_open = self.down.dst_open = False
+        self.up.start = self.up.end = self.down.start = self.down.end = 0
+        return True
+
+    def _arm_quit(self, when: float) -> None:
+        if self.quit_at is None or when < self.quit_at:
+            self.quit_at = when
+
+    def _timeout(self, now: float, idle: Optional[float]):
+        """The poll timeout and whether it is the -w idle timeout."""
+        deadlines = []
+        if self.quit_at is not None:
+            deadlines.append(self.quit_at)
+        if self.up.paused_until > now and not self.up.empty:
+            deadlines.append(self.up.paused_until)
+        soonest = min(deadlines) - now if deadlines else None
+        if idle is not None and (soonest is None or idle <= soonest):
+            return idle, True
+        return (max(soonest, 0.0) if soonest is not None else None), False
+
+    # -- interest ---------------------------------------------------------
+    def _set_interest(self) -> None:
+        want: dict[int, int] = {}
+        now = time.monotonic()
+        for d in (self.up, self.down):
+            if d.src_open and d.room and d.src.read_fd is not None:
+                want[d.src.read_fd] = want.get(d.src.read_fd, 0) | EVENT_READ
+            if (d.dst_open and not d.empty and d.dst.write_fd is not None
+                    and d.paused_until <= now):
+                want[d.dst.write_fd] = want.get(d.dst.write_fd, 0) | EVENT_WRITE
+        for fd in self.interest:
+            if fd not in want:
+                self.selector.unregister(fd)
+        for fd, ev in want.items():
+            old = self.interest.get(fd)
+            if old is None:
+                self.selector.register(fd, ev)
+            elif old != ev:
+                self.selector.modify(fd, ev)
+        self.interest = want
+
+    # -- I/O --------------------------------------------------------------
+    def _read(self, d: Direction, events: dict[int, int]) -> None:
+        fd = d.src.read_fd
+        if not d.src_open or fd is None or not events.get(fd, 0) & EVENT_READ:
+            return
+        d.compact()
+        if not d.room:
+            return
+        transform = self.crlf if d is self.up else None
+        limit = d.room // 2 if transform else d.room
+        try:
+            if transform:
+                chunk = bytearray(limit)
+                n = d.src.read_into(memoryview(chunk))
+                if n:
+                    d.append(transform.feed(bytes(chunk[:n])))
+            else:
+                n = d.src.read_into(d.view[d.end:d.end + limit])
+                d.end += n
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._source_failed(d, exc)
+            return
+        if n == 0:
+            d.src_open = False
+            if d is self.down:
+                self.net.shutdown_read()
+            return
+        if d is self.down:
+            self.net_reads += 1
+            limit_reads = self.cfg.recv_limit
+            if limit_reads is not None and self.net_reads >= limit_reads:
+                d.src_open = False
+                self.net.shutdown_read()
+                self.up.src_open = False
+        # Data in hand: try to pass it on now rather than after another poll.
+        if d.dst_open and d.dst.write_fd is not None:
+            self._write(d, {d.dst.write_fd: EVENT_WRITE})
+
+    def _write(self, d: Direction, events: dict[int, int]) -> None:
+        fd = d.dst.write_fd
+        if d.empty or not d.dst_open or fd is None or not events.get(fd, 0) & EVENT_WRITE:
+            return
+        now = time.monotonic()
+        if d.paused_until > now:
+            return
+        while not d.empty:
+            stop = d.end
+            nl = -1
+            if self.cfg.interval and d is self.up:
+                nl = d.buf.find(b"\n", d.start, d.end)
+                if nl >= 0:
+                    stop = nl + 1
+            try:
+                n = d.dst.write(d.view[d.start:stop])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._destination_failed(d, exc)
+                return
+            d.start += n
+            line_sent = nl >= 0 and d.start == stop
+            if d.start == d.end:
+                d.start = d.end = 0
+            if line_sent:
+                d.paused_until = time.monotonic() + self.cfg.interval
+                return
+            if n == 0:
+                return
+
+    def _source_failed(self, d: Direction, exc: OSError) -> None:
+        d.src_open = False
+        if d is self.down:
+            self.status = 1
+            self.report.net_error(f"read from {self.net.label} failed", exc)
+            self.net.shutdown_read()
+
+    def _destination_failed(self, d: Direction, exc: OSError) -> None:
+        d.dst_open = False
+        d.start = d.end = 0
+        if d is self.up:
+            self.status = 1
+            self.report.net_error(f"write to {self.net.label} failed", exc)
+        # stdout gone (EPIPE and the like): end quietly, as nc does.
+
+
+def _wait(timeout: float) -> list:
+    """Wait for a deadline with no descriptor to watch (-q, -i)."""
+    sel = selectors.PollSelector()
+    try:
+        return sel.select(max(timeout, 0.0))
+    finally:
+        sel.close()

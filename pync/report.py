@@ -1,0 +1,177 @@
+"""Every message pync prints on stderr, in OpenBSD nc's wording.
+
+nc's messages are part of its interface: scripts grep for
+``succeeded!`` and users know ``port number invalid``.  Keeping them all
+here means one place to compare against ``nc`` and one place to reword.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import IO, Optional
+
+PROG = "pync"
+
+USAGE = (
+    "usage: pync [-46CDdFhklNnrStUuvZz] [-I length] [-i interval] [-M ttl]\n"
+    "\t  [-m minttl] [-O length] [-P proxy_username] [-p source_port]\n"
+    "\t  [-q seconds] [-s sourceaddr] [-T keyword] [-V rtable] [-W recvlimit]\n"
+    "\t  [-w timeout] [-X proxy_protocol] [-x proxy_address[:port]]\n"
+    "\t  [destination] [port]\n"
+)
+
+HELP_SUMMARY = """\
+	Command Summary:
+		-4		Use IPv4 (--ipv4)
+		-6		Use IPv6 (--ipv6)
+		-b		Allow broadcast (--broadcast)
+		-C		Send CRLF as line-ending (--crlf)
+		-D		Enable the debug socket option (--debug)
+		-d		Detach from stdin (--no-stdin)
+		-F		Pass socket fd (--fd-pass)
+		-h		This help text (--help)
+		-I length	TCP receive buffer length (--recv-buf)
+		-i interval	Delay interval for lines sent, ports scanned (--interval)
+		-k		Keep inbound sockets open for multiple connects (--keep-open)
+		-l		Listen mode, for inbound connects (--listen)
+		-M ttl		Outgoing TTL / Hop Limit (--ttl)
+		-m minttl	Minimum incoming TTL / Hop Limit (--min-ttl)
+		-N		Shutdown the network socket after EOF on stdin (--shutdown)
+		-n		Suppress name/port resolutions (--nodns)
+		-O length	TCP send buffer length (--send-buf)
+		-P proxyuser	Username for proxy authentication (--proxy-user)
+		-p port		Specify local port for remote connects (--source-port)
+		-q secs		quit after EOF on stdin and delay of secs (--quit)
+		-r		Randomize remote ports (--randomize)
+		-S		Enable the TCP MD5 signature option (--md5sig)
+		-s sourceaddr	Local source address (--source)
+		-T keyword	TOS value (--tos)
+		-t		Answer TELNET negotiation (--telnet)
+		-U		Use UNIX domain socket (--unixsock)
+		-u		UDP mode (--udp)
+		-V rtable	Specify alternate routing table (--rtable)
+		-v		Verbose (--verbose)
+		-W recvlimit	Terminate after receiving a number of packets (--recv-limit)
+		-w timeout	Timeout for connects and final net reads (--wait)
+		-X proto	Proxy protocol: "4", "5" (SOCKS) or "connect" (--proxy-type)
+		-x addr[:port]	Specify proxy address and port (--proxy)
+		-Z		DCCP mode (--dccp)
+		-z		Zero-I/O mode [used for scanning] (--zero)
+		--version	Print the version and exit
+	Port numbers can be individual or ranges: lo-hi [inclusive]
+"""
+
+
+class PyncError(Exception):
+    """A fatal error: ``pync: <message>`` on stderr and exit 1.
+
+    ``show_usage`` appends the usage text, as nc does after getopt errors.
+    """
+
+    def __init__(self, message: str, show_usage: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.show_usage = show_usage
+
+
+class UsageError(PyncError):
+    """Bad command line with no message of its own: nc prints just the usage."""
+
+    def __init__(self) -> None:
+        super().__init__("", show_usage=True)
+
+
+def strerror(exc: BaseException) -> str:
+    """The C library's text for an OSError (what nc's err() prints)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def gai_strerror(exc: BaseException) -> str:
+    """The text of a getaddrinfo failure, as glibc's gai_strerror words it."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+class Reporter:
+    """Writes nc's messages to one stderr stream, at a verbosity level."""
+
+    def __init__(self, stream: IO[str], verbose: int = 0) -> None:
+        self.stream = stream
+        self.verbose = verbose
+
+    # -- low level -------------------------------------------------------
+    def line(self, text: str) -> None:
+        """Print one line as it is (nc's -v notices carry no prefix)."""
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr gone: nothing left to tell anyone
+
+    def warn(self, text: str) -> None:
+        """``pync: text`` — nc's warn()/warnx()."""
+        self.line(f"{PROG}: {text}")
+
+    def error(self, err: PyncError) -> None:
+        """Print a fatal error, with the usage text when nc would show it."""
+        if err.message:
+            self.warn(err.message)
+        if err.show_usage:
+            self.usage()
+
+    def usage(self) -> None:
+        try:
+            self.stream.write(USAGE)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    # -- connect ---------------------------------------------------------
+    def connect_failed(self, host: str, ip: str, port: int, proto: str,
+                       exc: BaseException) -> None:
+        """``connect to H (IP) port P (tcp) failed: reason`` under -v."""
+        if not self.verbose:
+            return
+        if isinstance(exc, socket.timeout) and exc.errno is None:
+            # our own -w deadline, not the kernel's ETIMEDOUT: nc's words
+            what = "timed out: Operation now in progress"
+        else:
+            what = "failed: " + strerror(exc)
+        self.warn(f"connect to {_host_ip(host, ip)} port {port} ({proto}) {what}")
+
+    def connect_succeeded(self, host: str, ip: str, port: int, proto: str,
+                          service: str) -> None:
+        """``Connection to H (IP) P port [tcp/svc] succeeded!`` under -v."""
+        if self.verbose:
+            self.line(f"Connection to {_host_ip(host, ip)} {port} port "
+                      f"[{proto}/{service}] succeeded!")
+
+    # -- listen ----------------------------------------------------------
+    def bound(self, where: str) -> None:
+        if self.verbose:
+            self.line(f"Bound on {where}")
+
+    def listening(self, where: str) -> None:
+        if self.verbose:
+            self.line(f"Listening on {where}")
+
+    def received(self, where: str) -> None:
+        if self.verbose:
+            self.line(f"Connection received on {where}")
+
+    # -- relay -----------------------------------------------------------
+    def net_error(self, what: str, exc: Optional[BaseException]) -> None:
+        """A reset or failed network read/write, under -v."""
+        if self.verbose and exc is not None:
+            self.warn(f"{what}: {strerror(exc)}")
+
+
+def _host_ip(host: str, ip: str) -> str:
+    """nc shows ``host (ip)`` when the name given is not the address itself."""
+    return host if host == ip else f"{host} ({ip})"

@@ -1,0 +1,94 @@
+"""Socket options from the command line: -b -D -I -O -T -M -m -S.
+
+Applied to every socket pync opens, connecting or listening, as nc's
+set_common_sockopts() does; a failure is fatal with nc's words
+(``pync: set IP ToS: Permission denied``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import struct
+from typing import Optional
+
+from .options import Options
+from .report import PyncError, strerror
+
+IP_MINTTL = getattr(socket, "IP_MINTTL", 21)
+IPV6_MINHOPCOUNT = 73
+TCP_MD5SIG_EXT = 32
+TCP_MD5SIG_FLAG_PREFIX = 1
+TCP_MD5SIG_MAXKEYLEN = 80
+
+
+def _set(sock: socket.socket, level: int, name: int, value: int,
+         what: Optional[str]) -> None:
+    try:
+        sock.setsockopt(level, name, value)
+    except OSError as exc:
+        raise PyncError(f"{what}: {strerror(exc)}" if what else strerror(exc)) from None
+
+
+def apply(sock: socket.socket, family: int, opts: Options,
+          md5_key: Optional[bytes] = None) -> None:
+    """Set every option the user asked for on a fresh socket."""
+    inet4 = family == socket.AF_INET
+    inet6 = family == socket.AF_INET6
+    if opts.broadcast:
+        _set(sock, socket.SOL_SOCKET, socket.SO_BROADCAST, 1, None)
+    if md5_key is not None and (inet4 or inet6):
+        _set_md5sig(sock, family, md5_key)
+    if opts.sock_debug:
+        _set(sock, socket.SOL_SOCKET, socket.SO_DEBUG, 1, None)
+    if opts.tos is not None:
+        if inet4:
+            _set(sock, socket.IPPROTO_IP, socket.IP_TOS, opts.tos, "set IP ToS")
+        elif inet6:
+            _set(sock, socket.IPPROTO_IPV6, socket.IPV6_TCLASS, opts.tos,
+                 "set IPv6 traffic class")
+    if opts.recv_buf is not None:
+        _set(sock, socket.SOL_SOCKET, socket.SO_RCVBUF, opts.recv_buf,
+             "set TCP receive buffer size")
+    if opts.send_buf is not None:
+        _set(sock, socket.SOL_SOCKET, socket.SO_SNDBUF, opts.send_buf,
+             "set TCP send buffer size")
+    if opts.ttl is not None:
+        if inet4:
+            _set(sock, socket.IPPROTO_IP, socket.IP_TTL, opts.ttl, "set IP TTL")
+        elif inet6:
+            _set(sock, socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, opts.ttl,
+                 "set IPv6 unicast hops")
+    if opts.min_ttl is not None:
+        if inet4:
+            _set(sock, socket.IPPROTO_IP, IP_MINTTL, opts.min_ttl, "set IP min TTL")
+        elif inet6:
+            _set(sock, socket.IPPROTO_IPV6, IPV6_MINHOPCOUNT, opts.min_ttl,
+                 "set IPv6 min hop count")
+
+
+def read_md5_password() -> bytes:
+    """-S: the TCP MD5 signature key, read from the terminal as nc does."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+        os.close(fd)
+        return getpass.getpass("TCP MD5SIG password: ").encode()
+    except (OSError, EOFError, getpass.GetPassWarning):
+        raise PyncError("Unable to read TCP MD5SIG password") from None
+
+
+def _set_md5sig(sock: socket.socket, family: int, key: bytes) -> None:
+    """struct tcp_md5sig with a zero-length prefix: sign for every peer.
+
+    The address is a sockaddr_storage holding only the family; with
+    TCP_MD5SIG_FLAG_PREFIX and prefix length 0 it matches any peer.
+    """
+    key = key[:TCP_MD5SIG_MAXKEYLEN]
+    addr = struct.pack("=H", family) + bytes(126)
+    value = addr + struct.pack("=BBHi", TCP_MD5SIG_FLAG_PREFIX, 0, len(key), 0)
+    value += key + bytes(TCP_MD5SIG_MAXKEYLEN - len(key))
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG_EXT, value)
+    except OSError as exc:
+        raise PyncError(strerror(exc)) from None

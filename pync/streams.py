@@ -1,0 +1,95 @@
+"""Streams: the two ends the relay joins.
+
+A Stream is anything with a descriptor to read from and one to write to,
+that can be half-closed: stdin/stdout, a TCP or UNIX socket, and later a
+datagram socket, a child process's pipes or a TLS session.  The relay only
+calls the methods below, so a new kind of end never touches the loop.
+
+Reads go into a caller-owned memoryview (no allocation per read); a read
+returns 0 at end of stream and raises BlockingIOError when nothing is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Optional
+
+
+class Stream:
+    """One end of a session: read_fd is read from, write_fd written to."""
+
+    read_fd: Optional[int] = None
+    write_fd: Optional[int] = None
+    label: str = ""
+
+    def read_into(self, buf: memoryview) -> int:
+        raise NotImplementedError
+
+    def write(self, data: memoryview) -> int:
+        raise NotImplementedError
+
+    def shutdown_read(self) -> None:
+        """Stop receiving (nc's shutdown(SHUT_RD)); a no-op where meaningless."""
+
+    def shutdown_write(self) -> None:
+        """Send end-of-stream to the other side while still reading (-N)."""
+
+    def close(self) -> None:
+        """Release what this Stream owns."""
+
+
+class StdioStream(Stream):
+    """pync's own stdin and stdout (or the descriptors the library was given).
+
+    The descriptors stay in blocking mode, as nc leaves them: they are shared
+    with the shell and other processes, and O_NONBLOCK on a shared terminal
+    would break them.  The relay reads only after poll() says readable, so a
+    read never blocks; a write to a full pipe waits for the reader, as nc's.
+    """
+
+    label = "stdio"
+
+    def __init__(self, in_fd: Optional[int], out_fd: Optional[int]) -> None:
+        self.read_fd = in_fd
+        self.write_fd = out_fd
+
+    def read_into(self, buf: memoryview) -> int:
+        assert self.read_fd is not None
+        return os.readv(self.read_fd, [buf])
+
+    def write(self, data: memoryview) -> int:
+        assert self.write_fd is not None
+        return os.write(self.write_fd, data)
+
+
+class SocketStream(Stream):
+    """A connected stream socket (TCP or UNIX), non-blocking."""
+
+    def __init__(self, sock: socket.socket, label: str) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.read_fd = self.write_fd = sock.fileno()
+        self.label = label
+
+    def read_into(self, buf: memoryview) -> int:
+        return self.sock.recv_into(buf)
+
+    def write(self, data: memoryview) -> int:
+        return self.sock.send(data)
+
+    def shutdown_read(self) -> None:
+        _shutdown(self.sock, socket.SHUT_RD)
+
+    def shutdown_write(self) -> None:
+        _shutdown(self.sock, socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _shutdown(sock: socket.socket, how: int) -> None:
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass  # already reset or closed by the peer: nothing left to shut
