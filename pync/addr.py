@@ -23,14 +23,21 @@ def parse_port(text: str, proto: str = "tcp", low: int = 1) -> int:
 
     Errors use nc's words: ``port number invalid: abc``.
     """
-    try:
-        return socket.getservbyname(text, proto)
-    except (OSError, UnicodeError):
-        pass
+    service = _service(text, proto)
+    if service is not None:
+        return service
     try:
         return strtonum(text, low, PORT_MAX)
     except ValueError as exc:
         raise PyncError(f"port number {exc}: {text}") from None
+
+
+def _service(name: str, proto: str) -> Optional[int]:
+    """The port of a service name (/etc/services), or None."""
+    try:
+        return socket.getservbyname(name, proto)
+    except (OSError, ValueError):  # unknown, or not a valid C string
+        return None
 
 
 def parse_ports(args: list[str], proto: str = "tcp") -> list[int]:
@@ -40,11 +47,10 @@ def parse_ports(args: list[str], proto: str = "tcp") -> list[int]:
     """
     ports: list[int] = []
     for arg in args:
-        try:
-            ports.append(socket.getservbyname(arg, proto))
+        service = _service(arg, proto)
+        if service is not None:
+            ports.append(service)
             continue
-        except (OSError, UnicodeError):
-            pass
         if arg[:1].isdigit() and "-" in arg:
             lo_text, hi_text = arg.split("-", 1)
             hi = parse_port(hi_text, proto)
@@ -69,7 +75,7 @@ def resolve(host: Optional[str], port: int, family: int, socktype: int,
         flags |= socket.AI_NUMERICHOST
     try:
         return socket.getaddrinfo(host, port, family, socktype, 0, flags)
-    except (OSError, UnicodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise PyncError(f'getaddrinfo for host "{host}" port {port}: '
                         f"{gai_strerror(exc)}") from None
 
@@ -82,7 +88,7 @@ def resolve_local(host: Optional[str], port: Optional[str], family: int,
         flags |= socket.AI_NUMERICHOST
     try:
         return socket.getaddrinfo(host, port, family, socktype, 0, flags)
-    except (OSError, UnicodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise PyncError(f"getaddrinfo: {gai_strerror(exc)}") from None
 
 
@@ -101,7 +107,7 @@ def display_host(sockaddr: tuple, numeric: bool) -> str:
                                      (ip, 0, 0, sockaddr[3]),
                                      socket.NI_NAMEREQD)
         return name
-    except (OSError, UnicodeError):
+    except (OSError, ValueError):
         return ip
 
 

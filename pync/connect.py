@@ -93,7 +93,7 @@ def _connect_unix(opts: Options, local: Stream, report: Reporter) -> int:
     try:
         sock.settimeout(opts.wait if opts.wait else None)
         sock.connect(unix_address(opts.unix_path))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         sock.close()
         raise PyncError(f"{opts.unix_path}: {strerror(exc)}") from None
     return relay_session(sock, opts.unix_path, local, opts, report)

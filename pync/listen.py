@@ -108,7 +108,7 @@ def _unix_listener(opts: Options, report: Reporter
     try:
         sock.bind(address)
         created = None if path.startswith("@") else _SocketFile(path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         sock.close()
         raise PyncError(strerror(exc)) from None
     try:

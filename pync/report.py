@@ -83,7 +83,12 @@ class UsageError(PyncError):
 
 
 def strerror(exc: BaseException) -> str:
-    """The C library's text for an OSError (what nc's err() prints)."""
+    """The C library's text for an OSError (what nc's err() prints).
+
+    A ValueError (a NUL byte in a path or name) reads as EINVAL's text.
+    """
+    if isinstance(exc, ValueError):
+        return os.strerror(22)
     if isinstance(exc, OSError) and exc.errno is not None:
         return os.strerror(exc.errno)
     if isinstance(exc, OSError) and exc.strerror:

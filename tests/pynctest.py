@@ -1,0 +1,183 @@
+"""Test helpers: start pync as a real process, peers on loopback, bounded waits.
+
+Every wait here has a timeout; nothing sleeps to synchronise.  Listening
+pync processes are started on port 0 with -v and the kernel-chosen port is
+read from their ``Listening on ... PORT`` line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from typing import IO, Callable, Optional
+
+import pytest
+
+PYNC = [sys.executable, "-m", "pync"]
+TIMEOUT = 20.0  # upper bound for any single wait in the suite
+
+
+def pync_cmd(*args: str) -> list[str]:
+    return [*PYNC, *args]
+
+
+def run_pync(*args: str, input: bytes = b"", timeout: float = TIMEOUT,
+             env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Run pync to completion with bytes on stdin; bounded by timeout."""
+    return subprocess.run(pync_cmd(*args), input=input, capture_output=True,
+                          timeout=timeout, env=env)
+
+
+class Proc:
+    """A running process with stdout/stderr collected by background readers."""
+
+    def __init__(self, argv: list[str], stdin=subprocess.PIPE, **kw) -> None:
+        self.argv = argv
+        self.p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, **kw)
+        self.out = bytearray()
+        self.err = bytearray()
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.p.stdout, self.out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.p.stderr, self.err), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _pump(self, stream: IO[bytes], sink: bytearray) -> None:
+        while True:
+            chunk = stream.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            with self._cond:
+                sink.extend(chunk)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _wait_match(self, sink: bytearray, reader: threading.Thread, what: str,
+                    pattern: str, timeout: float) -> re.Match:
+        rx = re.compile(pattern.encode(), re.S)
+        with self._cond:
+            self._cond.wait_for(lambda: rx.search(sink) or not reader.is_alive(), timeout)
+            m = rx.search(sink)
+        if not m:
+            self.kill()
+            raise AssertionError(f"{what} never matched {pattern!r}: {bytes(sink)!r}")
+        return m
+
+    def wait_stderr(self, pattern: str, timeout: float = TIMEOUT) -> re.Match:
+        """Block until stderr matches the regex (bounded), return the match."""
+        return self._wait_match(self.err, self._readers[1], "stderr", pattern, timeout)
+
+    def wait_stdout(self, pattern: str, timeout: float = TIMEOUT) -> re.Match:
+        """Block until stdout matches the regex (bounded), return the match."""
+        return self._wait_match(self.out, self._readers[0], "stdout", pattern, timeout)
+
+    def send(self, data: bytes) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def close_stdin(self) -> None:
+        if self.p.stdin and not self.p.stdin.closed:
+            self.p.stdin.close()
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        for t in self._readers:
+            t.join(timeout)
+        return rc
+
+    def running(self) -> bool:
+        return self.p.poll() is None
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(TIMEOUT)
+
+
+def start_listener(*args: str, host: str = "127.0.0.1", stdin=subprocess.PIPE,
+                   **kw) -> tuple[Proc, int]:
+    """Start ``pync -l -v -n ARGS host 0`` and return it with its port."""
+    proc = Proc(pync_cmd("-l", "-v", "-n", *args, host, "0"), stdin=stdin, **kw)
+    m = proc.wait_stderr(r"Listening on \S+ (\d+)\n")
+    return proc, int(m.group(1))
+
+
+def connect(port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((host, port))
+    return s
+
+
+def recv_all(s: socket.socket, timeout: float = TIMEOUT) -> bytes:
+    """Read until EOF (bounded)."""
+    s.settimeout(timeout)
+    chunks = []
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return b"".join(chunks)
+        chunks.append(d)
+
+
+class Server:
+    """A test TCP server on 127.0.0.1 (or ::1) running handler(conn) per client."""
+
+    def __init__(self, handler: Callable[[socket.socket], None],
+                 host: str = "127.0.0.1", backlog: int = 8) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(TIMEOUT)
+        try:
+            conn, _ = self.sock.accept()
+        except OSError as exc:
+            self.errors.append(exc)
+            return
+        with conn:
+            conn.settimeout(TIMEOUT)
+            try:
+                self.handler(conn)
+            except BaseException as exc:  # reported by join()
+                self.errors.append(exc)
+
+    def join(self, timeout: float = TIMEOUT) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "server thread still running"
+        self.sock.close()
+        if self.errors:
+            raise self.errors[0]
+
+
+def require_tool(name: str) -> str:
+    """Path of an interop peer; skip if absent unless PYNC_REQUIRE_INTEROP=1."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if os.environ.get("PYNC_REQUIRE_INTEROP") == "1":
+        pytest.fail(f"{name} is required (PYNC_REQUIRE_INTEROP=1) but not installed")
+    pytest.skip(f"{name} not installed")
+    raise AssertionError("unreachable")

@@ -1,0 +1,123 @@
+"""argv parsing: every nc error message, exit statuses, flags and aliases."""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import pytest
+
+import pync
+from pync.cli import LONG, SHORT, parse
+from pync.report import PyncError
+
+
+def run_err(*argv: str):
+    err = io.StringIO()
+    status = pync.run(list(argv), stderr=err)
+    return status, err.getvalue()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["localhost", "abc"], "pync: port number invalid: abc"),
+    (["localhost", "99999"], "pync: port number too large: 99999"),
+    (["localhost", "0"], "pync: port number too small: 0"),
+    (["localhost", "1-99999"], "pync: port number too large: 99999"),
+    (["localhost"], "pync: missing port number"),
+    (["-l"], "pync: missing port number"),
+    (["-z", "-l", "1234"], "pync: cannot use -z and -l"),
+    (["-k", "localhost", "1"], "pync: must use -l with -k"),
+    (["-w", "abc", "localhost", "1"], "pync: timeout invalid: abc"),
+    (["-w", "-1", "localhost", "1"], "pync: timeout too small: -1"),
+    (["-i", "x", "localhost", "1"], "pync: interval invalid: x"),
+    (["-q", "1.5", "localhost", "1"], "pync: quit timer invalid: 1.5"),
+    (["-W", "0", "localhost", "1"], "pync: receive limit too small: 0"),
+    (["-I", "0", "localhost", "1"], "pync: TCP receive window too small: 0"),
+    (["-O", "x", "localhost", "1"], "pync: TCP send window invalid: x"),
+    (["-M", "256", "localhost", "1"], "pync: ttl is too large"),
+    (["-m", "x", "localhost", "1"], "pync: minttl is invalid"),
+    (["-l", "-x", "1.2.3.4", "1234"], "pync: no proxy support for listen"),
+    (["-U", "-x", "1.2.3.4", "/tmp/x"], "pync: no proxy support for unix sockets"),
+    (["-T", "nosuchtos", "localhost", "1"], "pync: illegal tos value nosuchtos"),
+    (["-T", "256", "localhost", "1"], "pync: illegal tos value 256"),
+    (["-X", "9", "localhost", "1"], "pync: unsupported proxy protocol"),
+    (["-V", "1", "localhost", "1"], "pync: no alternate routing table support available"),
+    (["-lU"], "pync: missing socket pathname"),
+    (["-U", "a", "b"], "pync: cannot use port with -U"),
+    (["no-such-host.invalid", "80"],
+     'pync: getaddrinfo for host "no-such-host.invalid" port 80: Name or service not known'),
+    (["-u", "localhost", "53"], "pync: -u: not implemented yet"),
+    (["-z", "localhost", "1"], "pync: -z: not implemented yet"),
+    (["-X", "5", "-x", "127.0.0.1", "localhost", "1"], "pync: -X: not implemented yet"),
+    (["-t", "localhost", "1"], "pync: -t: not implemented yet"),
+    (["-F", "localhost", "1"], "pync: -F: not implemented yet"),
+])
+def test_error_messages(argv, message):
+    status, err = run_err(*argv)
+    assert status == 1
+    assert err == message + "\n"
+
+
+@pytest.mark.parametrize("argv, first", [
+    (["-Q"], "pync: invalid option -- 'Q'"),
+    (["-s"], "pync: option requires an argument -- 's'"),
+    (["--bogus"], "pync: unrecognized option '--bogus'"),
+    (["--wait"], "pync: option '--wait' requires an argument"),
+    (["--listen=1"], "pync: option '--listen' doesn't allow an argument"),
+])
+def test_getopt_errors_show_usage(argv, first):
+    status, err = run_err(*argv)
+    lines = err.splitlines()
+    assert status == 1
+    assert lines[0] == first
+    assert lines[1].startswith("usage: pync [-46CDdFhklNnrStUuvZz]")
+
+
+@pytest.mark.parametrize("argv", [[], ["-U"], ["-l", "-p", "1", "2"],
+                                  ["-l", "-s", "127.0.0.1", "1", "2"],
+                                  ["-l", "127.0.0.1", "1", "2"]])
+def test_bare_usage(argv):
+    status, err = run_err(*argv)
+    assert status == 1
+    assert err.startswith("usage: pync ")
+
+
+def test_options_and_aliases():
+    o = parse(["-46", "-v", "-v", "-n", "-N", "-q", "-1", "localhost", "ssh", "20-22"])
+    assert o.family == socket.AF_INET6 and o.verbose == 2 and o.numeric
+    assert o.ports == (22, 20, 21, 22)
+    assert o.quit_after_eof == -1 and not o.quits_after_eof and o.half_close
+    o = parse(["--listen", "--keep-open", "--verbose", "--wait", "5", "--nodns", "0"])
+    assert o.listen and o.keep_open and o.verbose == 1 and o.wait == 5 and o.ports == (0,)
+    o = parse(["--wait=7", "--crlf", "-T", "0x10", "--tos", "af11", "h", "1"])
+    assert o.wait == 7 and o.crlf and o.tos == 0x28
+    o = parse(["-l", "-s", "127.0.0.1", "-p", "http"])
+    assert o.host == "127.0.0.1" and o.ports == (80,)
+    o = parse(["h", "30-25"])
+    assert o.ports == (25, 26, 27, 28, 29, 30)
+    o = parse(["h", "1", "-v"])  # GNU permutation, as glibc's getopt does for nc
+    assert o.verbose == 1
+    o = parse(["-q", "0", "h", "1"])
+    assert o.quits_after_eof and o.half_close
+
+
+def test_every_parser_flag_has_a_long_alias():
+    letters = {c for c in SHORT if c != ":"}
+    assert letters <= set(LONG.values())
+
+
+def test_unknown_service_is_invalid_port():
+    with pytest.raises(PyncError, match="port number invalid: nosuchservice"):
+        parse(["h", "nosuchservice"])
+
+
+def test_interpret_md5sig_without_terminal():
+    # nc reads the key from the terminal; none here (setsid, no ctty).
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "pync", "-S", "127.0.0.1", "9"],
+                       capture_output=True, timeout=20, start_new_session=True,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1
+    assert r.stderr == b"pync: Unable to read TCP MD5SIG password\n"
