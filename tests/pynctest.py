@@ -181,3 +181,34 @@ def require_tool(name: str) -> str:
         pytest.fail(f"{name} is required (PYNC_REQUIRE_INTEROP=1) but not installed")
     pytest.skip(f"{name} not installed")
     raise AssertionError("unreachable")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel just handed out, for peers that cannot listen on 0.
+
+    (Racy in principle; used only for third-party tools without port-0 support.)
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT) -> None:
+    """Poll-connect until a third-party listener accepts (bounded).
+
+    Only for tools whose readiness cannot be read from their output; the
+    probe connection is closed at once, so use it with listeners that keep
+    listening (-k, or servers).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
