@@ -32,7 +32,7 @@ HELP_SUMMARY = """\
 		-F		Pass socket fd (--fd-pass)
 		-h		This help text (--help)
 		-I length	TCP receive buffer length (--recv-buf)
-		-i interval	Delay interval for lines sent, ports scanned (--interval)
+		-i interval	Delay interval for lines sent, ports scanned (--interval, --delay)
 		-k		Keep inbound sockets open for multiple connects (--keep-open)
 		-l		Listen mode, for inbound connects (--listen)
 		-M ttl		Outgoing TTL / Hop Limit (--ttl)
