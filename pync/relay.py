@@ -34,11 +34,10 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from .buffers import MemoryBuffer, new_buffer
 from .crlf import CrlfTranslator
 from .report import Reporter
 from .streams import Stream
-
-BUFSIZE = 256 * 1024
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -64,40 +63,20 @@ class RelayConfig:
 class Direction:
     """One way through the relay: source -> bounded buffer -> destination."""
 
-    def __init__(self, name: str, src: Stream, dst: Stream) -> None:
+    def __init__(self, name: str, src: Stream, dst: Stream, transform: bool,
+                 src_open: bool = True) -> None:
         self.name = name
         self.src = src
         self.dst = dst
-        self.src_open = src.read_fd is not None
+        self.src_open = src_open and src.read_fd is not None
         self.dst_open = dst.write_fd is not None
-        self.buf = bytearray(BUFSIZE)
-        self.view = memoryview(self.buf)
-        self.start = 0
-        self.end = 0
+        self.buf = new_buffer(src, dst, transform) if self.src_open and self.dst_open \
+            else MemoryBuffer(1)
         self.paused_until = 0.0  # -i: no writing before this time
 
     @property
     def empty(self) -> bool:
-        return self.start == self.end
-
-    @property
-    def room(self) -> int:
-        return BUFSIZE - self.end
-
-    def compact(self) -> None:
-        """Move pending bytes to the front so a full tail can be refilled."""
-        if self.start == self.end:
-            self.start = self.end = 0
-        elif self.start and self.end == BUFSIZE:
-            n = self.end - self.start
-            self.view[:n] = self.view[self.start:self.end]
-            self.start, self.end = 0, n
-
-    def append(self, data: bytes) -> None:
-        """Queue bytes produced by a transform (room was checked by the caller)."""
-        n = len(data)
-        self.view[self.end:self.end + n] = data
-        self.end += n
+        return self.buf.empty
 
 
 class Relay:
@@ -109,10 +88,9 @@ class Relay:
         self.net = net
         self.cfg = config
         self.report = reporter
-        self.up = Direction("up", local, net)
-        self.down = Direction("down", net, local)
-        if config.no_stdin:
-            self.up.src_open = False
+        self.up = Direction("up", local, net, config.crlf or config.interval > 0,
+                            src_open=not config.no_stdin)
+        self.down = Direction("down", net, local, False)
         self.crlf = CrlfTranslator() if config.crlf else None
         self.net_reads = 0
         self.status = 0
@@ -128,6 +106,8 @@ class Relay:
             self._loop()
         finally:
             self.selector.close()
+            self.up.buf.close()
+            self.down.buf.close()
         return self.status
 
     def _loop(self) -> None:
@@ -204,9 +184,9 @@ class Relay:
             self._arm_quit(now + q)
         if now >= self.quit_at:  # type: ignore[operator]
             return False
-        self.up.src_open = self.down.src_open = False
-        self.up.dst_open = self.down.dst_open = False
-        self.up.start = self.up.end = self.down.start = self.down.end = 0
+        for d in (self.up, self.down):
+            d.src_open = d.dst_open = False
+            d.buf.clear()
         return True
 
     def _arm_quit(self, when: float) -> None:
@@ -230,7 +210,7 @@ class Relay:
         want: dict[int, int] = {}
         now = time.monotonic()
         for d in (self.up, self.down):
-            if d.src_open and d.room and d.src.read_fd is not None:
+            if d.src_open and d.buf.room and d.src.read_fd is not None:
                 want[d.src.read_fd] = want.get(d.src.read_fd, 0) | EVENT_READ
             if (d.dst_open and not d.empty and d.dst.write_fd is not None
                     and d.paused_until <= now):
@@ -251,20 +231,18 @@ class Relay:
         fd = d.src.read_fd
         if not d.src_open or fd is None or not events.get(fd, 0) & EVENT_READ:
             return
-        d.compact()
-        if not d.room:
+        room = d.buf.room
+        if not room:
             return
-        transform = self.crlf if d is self.up else None
-        limit = d.room // 2 if transform else d.room
         try:
-            if transform:
-                chunk = bytearray(limit)
+            if self.crlf is not None and d is self.up:
+                # LF -> CRLF at most doubles: read no more than half the room.
+                chunk = bytearray(room // 2 or 1)
                 n = d.src.read_into(memoryview(chunk))
                 if n:
-                    d.append(transform.feed(bytes(chunk[:n])))
+                    d.buf.append(self.crlf.feed(bytes(chunk[:n])))
             else:
-                n = d.src.read_into(d.view[d.end:d.end + limit])
-                d.end += n
+                n = d.buf.fill(d.src)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -290,28 +268,19 @@ class Relay:
         fd = d.dst.write_fd
         if d.empty or not d.dst_open or fd is None or not events.get(fd, 0) & EVENT_WRITE:
             return
-        now = time.monotonic()
-        if d.paused_until > now:
+        if d.paused_until > time.monotonic():
             return
+        by_line = bool(self.cfg.interval) and d is self.up
         while not d.empty:
-            stop = d.end
-            nl = -1
-            if self.cfg.interval and d is self.up:
-                nl = d.buf.find(b"\n", d.start, d.end)
-                if nl >= 0:
-                    stop = nl + 1
+            line = d.buf.first_line_end() if by_line else 0
             try:
-                n = d.dst.write(d.view[d.start:stop])
+                n = d.buf.drain(d.dst, line or None)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self._destination_failed(d, exc)
                 return
-            d.start += n
-            line_sent = nl >= 0 and d.start == stop
-            if d.start == d.end:
-                d.start = d.end = 0
-            if line_sent:
+            if line and n == line:
                 d.paused_until = time.monotonic() + self.cfg.interval
                 return
             if n == 0:
@@ -326,7 +295,7 @@ class Relay:
 
     def _destination_failed(self, d: Direction, exc: OSError) -> None:
         d.dst_open = False
-        d.start = d.end = 0
+        d.buf.clear()
         if d is self.up:
             self.status = 1
             self.report.net_error(f"write to {self.net.label} failed", exc)

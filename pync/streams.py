@@ -24,6 +24,9 @@ class Stream:
     read_fd: Optional[int] = None
     write_fd: Optional[int] = None
     label: str = ""
+    # May the relay move bytes with splice() between the raw descriptors?
+    # False for ends that transform bytes themselves (TLS).
+    zero_copy: bool = True
 
     def read_into(self, buf: memoryview) -> int:
         raise NotImplementedError

@@ -1,0 +1,198 @@
+"""The relay's bounded buffers: bytes in memory, or bytes in a kernel pipe.
+
+Both kinds have the same face — ``level``, ``room``, ``empty``, ``fill(src)``,
+``drain(dst)`` — so the relay's end-of-stream logic is the same on either
+path; a test forces each path and checks they behave alike.
+
+* MemoryBuffer: a preallocated bytearray read into with recv_into/readv
+  (no allocation per read) and written from through a memoryview.  Needed
+  when bytes must be looked at or changed (-C, -i) and for descriptors
+  splice() cannot take (terminals, /dev/null).
+* PipeBuffer: the zero-copy path.  The bytes sit in a pipe pync owns and
+  move with os.splice(): source -> pipe -> destination, never copied into
+  Python.  Linux only, Python >= 3.10 (os.splice).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import stat
+from typing import Optional
+
+from .streams import F_SETPIPE_SZ, PIPE_SIZE, Stream
+
+BUFSIZE = 128 * 1024
+CHUNK = 128 * 1024  # larger single moves were slower on the machines measured
+F_GETPIPE_SZ = 1032
+_SPLICE = getattr(os, "splice", None)
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+
+class MemoryBuffer:
+    """A fixed bytearray with a window [start, end) of pending bytes."""
+
+    def __init__(self, size: int = BUFSIZE) -> None:
+        self.size = size
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+
+    @property
+    def level(self) -> int:
+        return self.end - self.start
+
+    @property
+    def empty(self) -> bool:
+        return self.start == self.end
+
+    @property
+    def room(self) -> int:
+        """Bytes that can be read in now (after moving pending bytes down)."""
+        return self.size - self.level
+
+    def _make_room(self) -> None:
+        """Move pending bytes to the front, so all the room is at the end."""
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.start:
+            n = self.end - self.start
+            self.view[:n] = self.view[self.start:self.end]
+            self.start, self.end = 0, n
+
+    def fill(self, src: Stream) -> int:
+        """Read once from src; 0 means end of stream."""
+        self._make_room()
+        n = src.read_into(self.view[self.end:])
+        self.end += n
+        return n
+
+    def append(self, data: bytes) -> None:
+        """Queue bytes a transform produced (the caller checked the room)."""
+        self._make_room()
+        n = len(data)
+        self.view[self.end:self.end + n] = data
+        self.end += n
+
+    def first_line_end(self) -> int:
+        """Bytes up to and including the first LF, or 0 if there is none."""
+        nl = self.buf.find(b"\n", self.start, self.end)
+        return nl + 1 - self.start if nl >= 0 else 0
+
+    def drain(self, dst: Stream, limit: Optional[int] = None) -> int:
+        """Write once to dst, at most limit bytes; returns how many went."""
+        stop = self.end if limit is None else self.start + limit
+        n = dst.write(self.view[self.start:stop])
+        self.start += n
+        if self.start == self.end:
+            self.start = self.end = 0
+        return n
+
+    def clear(self) -> None:
+        self.start = self.end = 0
+
+    def close(self) -> None:
+        pass
+
+
+class PipeBuffer:
+    """Pending bytes held in a pipe of pync's own, moved with splice()."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            self.size = fcntl.fcntl(self.w, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            self.size = fcntl.fcntl(self.w, F_GETPIPE_SZ)
+        self.level = 0
+        self.full = False  # the pipe refused more although level < size
+
+    @property
+    def empty(self) -> bool:
+        return self.level == 0
+
+    @property
+    def room(self) -> int:
+        return 0 if self.full else self.size - self.level
+
+    def fill(self, src: Stream) -> int:
+        assert src.read_fd is not None and _SPLICE is not None
+        try:
+            n = _SPLICE(src.read_fd, self.w, min(self.size - self.level, CHUNK),
+                        flags=_FLAGS)
+        except BlockingIOError:
+            # Partly filled pages can fill the pipe before `size` bytes: wait
+            # for the destination to take some rather than spin on the source.
+            if self.level:
+                self.full = True
+            raise
+        self.level += n
+        return n
+
+    def drain(self, dst: Stream, limit: Optional[int] = None) -> int:
+        assert dst.write_fd is not None and _SPLICE is not None
+        n = _SPLICE(self.r, dst.write_fd, self.level if limit is None else limit,
+                    flags=_FLAGS)
+        self.level -= n
+        if n:
+            self.full = False
+        return n
+
+    def clear(self) -> None:
+        self.level = 0
+        self.full = False
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _spliceable(fd: Optional[int], writing: bool) -> bool:
+    """Can splice() move data from (or to) this descriptor?
+
+    Pipes, stream sockets and regular files (not opened O_APPEND for
+    writing) can; terminals and character devices cannot.
+    """
+    if fd is None:
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    if stat.S_ISFIFO(st.st_mode):
+        return True
+    if stat.S_ISSOCK(st.st_mode):
+        try:
+            kind = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return False
+        try:
+            return kind.type == socket.SOCK_STREAM
+        finally:
+            kind.close()
+    if stat.S_ISREG(st.st_mode):
+        return not (writing and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+    return False
+
+
+def zero_copy_allowed() -> bool:
+    """splice() exists here and the tests did not ask for the copy path."""
+    return _SPLICE is not None and os.environ.get("PYNC_ZERO_COPY", "1") != "0"
+
+
+def new_buffer(src: Stream, dst: Stream, transform: bool):
+    """The buffer for one direction: a pipe when splice can do the moving."""
+    if (not transform and zero_copy_allowed() and src.zero_copy and dst.zero_copy
+            and _spliceable(src.read_fd, False) and _spliceable(dst.write_fd, True)):
+        try:
+            return PipeBuffer()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+    return MemoryBuffer()

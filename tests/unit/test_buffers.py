@@ -1,0 +1,72 @@
+"""Which buffer each direction gets, and that both kinds move bytes alike."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from pync.buffers import MemoryBuffer, PipeBuffer, new_buffer
+from pync.streams import SocketStream, StdioStream
+
+needs_splice = pytest.mark.skipif(not hasattr(os, "splice"), reason="os.splice: Python >= 3.10")
+
+
+@needs_splice
+def test_pipe_to_socket_takes_the_zero_copy_path(monkeypatch):
+    monkeypatch.delenv("PYNC_ZERO_COPY", raising=False)
+    r, w = os.pipe()
+    a, b = socket.socketpair()
+    try:
+        buf = new_buffer(StdioStream(r, None), SocketStream(a, "a"), transform=False)
+        assert isinstance(buf, PipeBuffer)
+        buf.close()
+        assert isinstance(new_buffer(StdioStream(r, None), SocketStream(a, "a"), True),
+                          MemoryBuffer)
+        monkeypatch.setenv("PYNC_ZERO_COPY", "0")
+        assert isinstance(new_buffer(StdioStream(r, None), SocketStream(a, "a"), False),
+                          MemoryBuffer)
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_terminal_like_devices_use_memory(monkeypatch):
+    monkeypatch.delenv("PYNC_ZERO_COPY", raising=False)
+    a, b = socket.socketpair()
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        assert isinstance(new_buffer(SocketStream(a, "a"), StdioStream(None, null), False),
+                          MemoryBuffer)
+    finally:
+        os.close(null)
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "pipe"])
+def test_fill_and_drain_keep_bytes_in_order(kind):
+    if kind == "pipe" and not hasattr(os, "splice"):
+        pytest.skip("os.splice: Python >= 3.10")
+    src_r, src_w = os.pipe()
+    dst_r, dst_w = os.pipe()
+    buf = MemoryBuffer(64) if kind == "memory" else PipeBuffer()
+    src, dst = StdioStream(src_r, None), StdioStream(None, dst_w)
+    data = os.urandom(5000)
+    os.write(src_w, data)
+    os.close(src_w)
+    out = b""
+    while True:
+        n = buf.fill(src) if buf.room else 1
+        while not buf.empty:
+            buf.drain(dst)
+            out += os.read(dst_r, 65536)
+        if n == 0:
+            break
+    assert out == data
+    buf.close()
+    for fd in (src_r, dst_r, dst_w):
+        os.close(fd)
