@@ -25,6 +25,8 @@ from typing import Optional
 from .streams import F_SETPIPE_SZ, PIPE_SIZE, Stream
 
 BUFSIZE = 128 * 1024
+DATAGRAM_MAX = 256 * 1024  # larger than any UDP or UNIX datagram we may receive
+UDP_PAYLOAD_MAX = 65507    # the largest UDP payload over IPv4
 CHUNK = 128 * 1024  # larger single moves were slower on the machines measured
 F_GETPIPE_SZ = 1032
 _SPLICE = getattr(os, "splice", None)
@@ -34,8 +36,9 @@ _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 class MemoryBuffer:
     """A fixed bytearray with a window [start, end) of pending bytes."""
 
-    def __init__(self, size: int = BUFSIZE) -> None:
+    def __init__(self, size: int = BUFSIZE, whole_messages: bool = False) -> None:
         self.size = size
+        self.whole_messages = whole_messages
         self.buf = bytearray(size)
         self.view = memoryview(self.buf)
         self.start = 0
@@ -51,7 +54,13 @@ class MemoryBuffer:
 
     @property
     def room(self) -> int:
-        """Bytes that can be read in now (after moving pending bytes down)."""
+        """Bytes that can be read in now (after moving pending bytes down).
+
+        In message mode only an empty buffer takes more: each read is one
+        datagram in or out, never split and never merged.
+        """
+        if self.whole_messages and self.start != self.end:
+            return 0
         return self.size - self.level
 
     def _make_room(self) -> None:
@@ -74,6 +83,8 @@ class MemoryBuffer:
         """Queue bytes a transform produced (the caller checked the room)."""
         self._make_room()
         n = len(data)
+        if self.end + n > self.size:
+            raise ValueError("buffer overflow")
         self.view[self.end:self.end + n] = data
         self.end += n
 

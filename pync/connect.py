@@ -8,8 +8,10 @@ relayed in turn.  Exit 0 if any connection succeeded.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import tempfile
 from typing import Optional
 
 from . import sockopts
@@ -18,6 +20,7 @@ from .options import IPPROTO_DCCP, Options
 from .report import PyncError, Reporter, strerror
 from .session import relay_session
 from .streams import Stream
+from .unixsock import SocketFile, bind_unix
 
 
 def run_connect(opts: Options, local: Stream, report: Reporter) -> int:
@@ -87,13 +90,36 @@ def _bind_source(sock: socket.socket, opts: Options, family: int) -> None:
 
 
 def _connect_unix(opts: Options, local: Stream, report: Reporter) -> int:
-    """-U path: connect to a UNIX-domain stream socket (``@name``: abstract)."""
+    """-U path: connect to a UNIX-domain socket (``@name``: abstract).
+
+    With -u the socket is a datagram one, and it needs an address of its own
+    for replies: -s path, or a fresh socket in a private temp directory.
+    """
     assert opts.unix_path is not None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    socktype = socket.SOCK_DGRAM if opts.udp else socket.SOCK_STREAM
+    sock = socket.socket(socket.AF_UNIX, socktype)
+    own: Optional[SocketFile] = None
     try:
+        if opts.udp:
+            if opts.source_addr:
+                own = bind_unix(sock, opts.source_addr)
+            else:
+                path = os.path.join(tempfile.mkdtemp(prefix="pync-"), "recv.sock")
+                own = bind_unix(sock, path)
+                if own:
+                    own.remove_dir = True
         sock.settimeout(opts.wait if opts.wait else None)
         sock.connect(unix_address(opts.unix_path))
     except (OSError, ValueError) as exc:
         sock.close()
+        if own:
+            own.remove()
         raise PyncError(f"{opts.unix_path}: {strerror(exc)}") from None
-    return relay_session(sock, opts.unix_path, local, opts, report)
+    except PyncError:
+        sock.close()
+        raise
+    try:
+        return relay_session(sock, opts.unix_path, local, opts, report)
+    finally:
+        if own:
+            own.remove()

@@ -1,45 +1,49 @@
-"""Server mode: bind, accept one connection (or one after another with -k),
+"""Server mode: bind, take one connection (or one after another with -k),
 relay stdio over it.
 
 ``-l [addr] port`` or ``-l -s addr -p port``; port 0 lets the kernel choose
-(shown under -v).  ``-U path`` listens on a UNIX-domain socket and removes
-the socket file it created when it exits; ``@name`` is Linux's abstract
-namespace.  SO_REUSEADDR is set so a restarted listener can rebind at once;
-SO_REUSEPORT is not (nc sets it), so a port already in use is an error
-instead of two listeners silently sharing it.
+(shown under -v).  ``-U path`` listens on a UNIX-domain socket (``@name``:
+Linux's abstract namespace).  SO_REUSEADDR is set so a restarted listener
+can rebind at once; SO_REUSEPORT is not (nc sets it), so a port already in
+use is an error instead of two listeners silently sharing it.
+
+With -u there is no connection to accept: the first datagram's sender
+becomes the peer (the socket connects to it), as in nc; with -k the socket
+stays unconnected, hears every sender and answers the latest.
 """
 
 from __future__ import annotations
 
-import os
 import socket
-import stat
 from typing import Optional
 
 from . import sockopts
-from .addr import display_host, resolve_local, unix_address
+from .addr import display_host, resolve_local
+from .buffers import DATAGRAM_MAX
 from .options import IPPROTO_DCCP, Options
 from .report import PyncError, Reporter, strerror
 from .session import relay_session
 from .streams import Stream
+from .unixsock import SocketFile, bind_unix
 
 BACKLOG = 5
 
 
 def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
     """Listen mode; returns the exit status of the last session."""
-    server, cleanup = _unix_listener(opts, report) if opts.unix else (
-        _inet_listener(opts, report), None)
-    status = 0
+    cleanup: Optional[SocketFile] = None
+    if opts.unix:
+        server, cleanup = _unix_listener(opts, report)
+    else:
+        server = _inet_listener(opts, report)
     try:
+        if opts.udp:
+            return _datagram_session(server, opts, local, report)
         while True:
             conn, peer = server.accept()
-            if opts.unix:
-                where = opts.unix_path or ""
-            else:
-                where = f"{display_host(peer, opts.numeric)} {peer[1]}"
+            where = _describe_peer(peer, opts)
             report.received(where)
-            status = relay_session(conn, where, local, opts, report)
+            status = relay_session(conn, _label(where, opts), local, opts, report)
             if not opts.keep_open:
                 return status
     finally:
@@ -48,8 +52,39 @@ def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
             cleanup.remove()
 
 
+def _describe_peer(peer, opts: Options) -> str:
+    """``host port`` as nc prints a peer; a UNIX peer shows the socket path."""
+    if opts.unix:
+        return peer if isinstance(peer, str) and peer else opts.unix_path or ""
+    return f"{display_host(peer, opts.numeric)} {peer[1]}"
+
+
+def _label(where: str, opts: Options) -> str:
+    """How relay errors name the peer: ``127.0.0.1 port 9 (udp)``."""
+    if opts.unix:
+        return where
+    host, port = where.rsplit(" ", 1)
+    return f"{host} port {port} ({opts.proto_name})"
+
+
+def _datagram_session(server: socket.socket, opts: Options, local: Stream,
+                      report: Reporter) -> int:
+    """-u -l: the first sender becomes the peer; with -k, every sender is heard."""
+    if opts.keep_open:
+        where = opts.unix_path or "" if opts.unix else "any sender"
+        return relay_session(server, where, local, opts, report, connected=False)
+    data, peer = server.recvfrom(DATAGRAM_MAX)
+    where = _describe_peer(peer, opts)
+    report.received(where)
+    connected = bool(peer)  # an unbound UNIX sender has no address to answer
+    if connected:
+        server.connect(peer)
+    return relay_session(server, _label(where, opts), local, opts, report,
+                         connected=connected, first_data=data)
+
+
 def _inet_listener(opts: Options, report: Reporter) -> socket.socket:
-    """Bind the first address that works for [host] port, and listen."""
+    """Bind the first address that works for [host] port (and listen, for TCP)."""
     port = str(opts.ports[0])
     md5_key = sockopts.read_md5_password() if opts.md5sig else None
     last_error: Optional[OSError] = None
@@ -60,7 +95,8 @@ def _inet_listener(opts: Options, report: Reporter) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sockopts.apply(sock, family, opts, md5_key)
             sock.bind(sockaddr)
-            sock.listen(BACKLOG)
+            if not opts.udp:
+                sock.listen(BACKLOG)
         except PyncError:
             sock.close()
             raise
@@ -69,77 +105,35 @@ def _inet_listener(opts: Options, report: Reporter) -> socket.socket:
             last_error = exc
             continue
         local = sock.getsockname()
-        report.listening(f"{display_host(local, opts.numeric)} {local[1]}")
+        where = f"{display_host(local, opts.numeric)} {local[1]}"
+        if opts.udp:
+            report.bound(where)
+        else:
+            report.listening(where)
         return sock
     raise PyncError(strerror(last_error) if last_error else "no address to listen on")
 
 
-class _SocketFile:
-    """The UNIX socket file this process created, removed only if still ours."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        st = os.lstat(path)
-        self.identity: tuple[int, int] = (st.st_dev, st.st_ino)
-
-    def remove(self) -> None:
-        try:
-            st = os.lstat(self.path)
-            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.identity:
-                os.unlink(self.path)
-        except OSError:
-            pass
-
-
 def _unix_listener(opts: Options, report: Reporter
-                   ) -> tuple[socket.socket, Optional[_SocketFile]]:
-    """-lU path: bind a UNIX stream socket.
-
-    nc unlinks whatever is at the path first, even a regular file.  pync
-    replaces only a stale socket (one nobody listens on); a live socket is
-    "Address already in use" and any other file is left alone.
-    """
+                   ) -> tuple[socket.socket, Optional[SocketFile]]:
+    """-lU path: bind a UNIX socket (stream, or datagram with -u)."""
     path = opts.unix_path
     assert path is not None
-    address = unix_address(path)
-    if not path.startswith("@"):
-        _remove_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM if opts.udp else socket.SOCK_STREAM)
     try:
-        sock.bind(address)
-        created = None if path.startswith("@") else _SocketFile(path)
-    except (OSError, ValueError) as exc:
+        created = bind_unix(sock, path)
+    except PyncError:
         sock.close()
-        raise PyncError(strerror(exc)) from None
+        raise
     try:
-        sock.listen(BACKLOG)
+        if not opts.udp:
+            sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         if created:
             created.remove()
         raise PyncError(strerror(exc)) from None
     report.bound(path)
-    report.listening(path)
+    if not opts.udp:
+        report.listening(path)
     return sock, created
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Unlink a socket file at path that no process is listening on."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        return  # not ours to remove: bind() will say "Address already in use"
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    except OSError:
-        pass
-    finally:
-        probe.close()

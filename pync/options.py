@@ -16,7 +16,6 @@ from .report import PyncError
 # Flags parsed for compatibility whose feature a later release brings.
 # Using one is an error (never silently ignored): ``pync: -X: not implemented yet``.
 NOT_YET = {
-    "udp": "-u",
     "zero_io": "-z",
     "proxy_type": "-X",
     "proxy": "-x",

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from .buffers import MemoryBuffer, new_buffer
+from .buffers import DATAGRAM_MAX, UDP_PAYLOAD_MAX, MemoryBuffer, new_buffer
 from .crlf import CrlfTranslator
 from .report import Reporter
 from .streams import Stream
@@ -50,7 +50,8 @@ _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
 class RelayConfig:
     """The Options that shape a session, in the relay's own terms."""
 
-    listen_mode: bool = False
+    end_at_net_eof: bool = False           # listen mode: the peer's EOF ends it
+    quit_from_stdin_eof: bool = False      # -q counts from stdin EOF (listen, UDP)
     half_close: bool = False               # -N, or -q N >= 0
     quit_after: Optional[int] = None       # -q N (N >= 0), else None
     idle_timeout: Optional[float] = None   # -w N
@@ -70,8 +71,17 @@ class Direction:
         self.dst = dst
         self.src_open = src_open and src.read_fd is not None
         self.dst_open = dst.write_fd is not None
-        self.buf = new_buffer(src, dst, transform) if self.src_open and self.dst_open \
-            else MemoryBuffer(1)
+        if not (self.src_open and self.dst_open):
+            self.buf = MemoryBuffer(1)
+        elif dst.datagram:
+            # Each read from stdin becomes one datagram: no larger than UDP
+            # allows, sent whole before the next read.
+            self.buf = MemoryBuffer(UDP_PAYLOAD_MAX, whole_messages=True)
+        elif src.datagram:
+            # One datagram at a time, read whole into an empty buffer.
+            self.buf = MemoryBuffer(DATAGRAM_MAX, whole_messages=True)
+        else:
+            self.buf = new_buffer(src, dst, transform)
         self.paused_until = 0.0  # -i: no writing before this time
 
     @property
@@ -83,7 +93,7 @@ class Relay:
     """Runs one session between a local Stream and a network Stream."""
 
     def __init__(self, local: Stream, net: Stream, config: RelayConfig,
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, first_data: bytes = b"") -> None:
         self.local = local
         self.net = net
         self.cfg = config
@@ -93,9 +103,11 @@ class Relay:
         self.down = Direction("down", net, local, False)
         self.crlf = CrlfTranslator() if config.crlf else None
         self.net_reads = 0
+        if first_data:  # a datagram listener's first message, already read
+            self.down.buf.append(first_data)
+            self.net_reads = 1
         self.status = 0
         self.quit_at: Optional[float] = None    # -q deadline
-        self.stdin_finished = False
         self.selector = selectors.PollSelector()
         self.interest: dict[int, int] = {}
 
@@ -129,7 +141,7 @@ class Relay:
             else:
                 ready = _wait(timeout)
             if not ready:
-                if idle_wait and self.quit_at is None:
+                if idle_wait:
                     return  # -w: idle too long
                 continue
             events: dict[int, int] = {}
@@ -148,9 +160,8 @@ class Relay:
             up.dst_open = False
             if self.cfg.half_close:
                 self.net.shutdown_write()
-            self.stdin_finished = True
             q = self.cfg.quit_after
-            if self.cfg.listen_mode and q is not None:
+            if self.cfg.quit_from_stdin_eof and q is not None:
                 self._arm_quit(time.monotonic() + q)
         if not up.dst_open and up.src_open:
             up.src_open = False  # nowhere to send stdin: stop reading it
@@ -169,7 +180,7 @@ class Relay:
             return True
         if not up.dst_open and not down.dst_open:
             return True
-        return bool(self.cfg.listen_mode and not down.src_open and drained)
+        return bool(self.cfg.end_at_net_eof and not down.src_open and drained)
 
     def _linger(self, now: float) -> bool:
         """With -q N > 0, nc waits N seconds after the session is over.
@@ -213,7 +224,7 @@ class Relay:
             if d.src_open and d.buf.room and d.src.read_fd is not None:
                 want[d.src.read_fd] = want.get(d.src.read_fd, 0) | EVENT_READ
             if (d.dst_open and not d.empty and d.dst.write_fd is not None
-                    and d.paused_until <= now):
+                    and d.paused_until <= now and d.dst.can_write()):
                 want[d.dst.write_fd] = want.get(d.dst.write_fd, 0) | EVENT_WRITE
         for fd in self.interest:
             if fd not in want:
@@ -292,6 +303,9 @@ class Relay:
             self.status = 1
             self.report.net_error(f"read from {self.net.label} failed", exc)
             self.net.shutdown_read()
+            # A reset or refused connection takes nothing more either.
+            self.up.dst_open = False
+            self.up.buf.clear()
 
     def _destination_failed(self, d: Direction, exc: OSError) -> None:
         d.dst_open = False

@@ -11,13 +11,14 @@ import socket
 from .options import Options
 from .relay import Relay, RelayConfig
 from .report import Reporter
-from .streams import SocketStream, Stream
+from .streams import DatagramStream, SocketStream, Stream
 
 
 def relay_config(opts: Options) -> RelayConfig:
     """Translate Options into the relay's terms."""
     return RelayConfig(
-        listen_mode=opts.listen,
+        end_at_net_eof=opts.listen and not opts.udp,
+        quit_from_stdin_eof=opts.listen or opts.udp,
         half_close=opts.half_close,
         quit_after=opts.quit_after_eof if opts.quits_after_eof else None,
         idle_timeout=float(opts.wait) if opts.wait else None,
@@ -29,10 +30,19 @@ def relay_config(opts: Options) -> RelayConfig:
 
 
 def relay_session(sock: socket.socket, label: str, local: Stream,
-                  opts: Options, report: Reporter) -> int:
-    """Relay stdio over a connected socket until the session ends; close it."""
-    net = SocketStream(sock, label)
+                  opts: Options, report: Reporter, *, connected: bool = True,
+                  first_data: bytes = b"") -> int:
+    """Relay stdio over a socket until the session ends; close it.
+
+    Datagram sockets (-u) relay message by message; ``connected=False`` is
+    a -u -l -k socket that answers whoever sent last.
+    """
+    net: Stream
+    if sock.type == socket.SOCK_DGRAM:
+        net = DatagramStream(sock, label, connected=connected)
+    else:
+        net = SocketStream(sock, label)
     try:
-        return Relay(local, net, relay_config(opts), report).run()
+        return Relay(local, net, relay_config(opts), report, first_data).run()
     finally:
         net.close()

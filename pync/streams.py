@@ -27,6 +27,12 @@ class Stream:
     # May the relay move bytes with splice() between the raw descriptors?
     # False for ends that transform bytes themselves (TLS).
     zero_copy: bool = True
+    # Message boundaries matter (UDP, UNIX datagrams): one read, one message.
+    datagram: bool = False
+
+    def can_write(self) -> bool:
+        """False while a write has nowhere to go (no datagram peer yet)."""
+        return True
 
     def read_into(self, buf: memoryview) -> int:
         raise NotImplementedError
@@ -111,6 +117,48 @@ def grow_pipe(fd: int) -> None:
             fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
         pass  # not allowed (pipe-max-size) or not a pipe: keep its size
+
+
+class DatagramStream(Stream):
+    """A datagram socket: every write is one datagram, every read one message.
+
+    Connected, it talks to one peer.  Unconnected (``-u -l -k``) it receives
+    from anyone and sends to whoever sent last.  There is no end of stream
+    in datagrams: an empty datagram carries nothing and is skipped.
+    """
+
+    datagram = True
+    zero_copy = False
+
+    def __init__(self, sock: socket.socket, label: str, connected: bool = True) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.read_fd = self.write_fd = sock.fileno()
+        self.label = label
+        self.connected = connected
+        self.peer: Optional[object] = None
+
+    def read_into(self, buf: memoryview) -> int:
+        if self.connected:
+            n = self.sock.recv_into(buf)
+        else:
+            n, self.peer = self.sock.recvfrom_into(buf)
+        if n == 0:
+            raise BlockingIOError  # an empty datagram: nothing to pass on
+        return n
+
+    def write(self, data: memoryview) -> int:
+        if self.connected:
+            return self.sock.send(data)
+        if self.peer is None:
+            raise BlockingIOError
+        return self.sock.sendto(data, self.peer)
+
+    def can_write(self) -> bool:
+        return self.connected or self.peer is not None
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:
