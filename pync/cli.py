@@ -10,6 +10,7 @@ rules between flags.  Long names are aliases (ncat's name where ncat has one).
 from __future__ import annotations
 
 import getopt
+import os
 import socket
 import sys
 from dataclasses import replace
@@ -34,7 +35,7 @@ LONG: dict[str, str] = {
     "tos=": "T", "telnet": "t", "unixsock": "U", "udp": "u",
     "rtable=": "V", "verbose": "v", "recv-limit=": "W", "wait=": "w",
     "proxy-type=": "X", "proxy=": "x", "dccp": "Z", "zero": "z",
-    "version": "",
+    "version": "", "udp-probe=": "",
 }
 
 INT_MAX = 2**31 - 1
@@ -130,6 +131,9 @@ def parse(argv: list[str]) -> Options:
     for opt, val in pairs:
         if opt == "--version":
             raise InfoRequest(f"pync {__version__}\n")
+        if opt == "--udp-probe":
+            kw["udp_probe"] = os.fsencode(val)
+            continue
         letter = _short_of(opt)
         if letter == "h":
             raise InfoRequest(help_text())

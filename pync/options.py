@@ -16,7 +16,6 @@ from .report import PyncError
 # Flags parsed for compatibility whose feature a later release brings.
 # Using one is an error (never silently ignored): ``pync: -X: not implemented yet``.
 NOT_YET = {
-    "zero_io": "-z",
     "proxy_type": "-X",
     "proxy": "-x",
     "proxy_user": "-P",
@@ -64,6 +63,7 @@ class Options:
     host: Optional[str] = None            # destination, or listen address
     ports: tuple[int, ...] = field(default_factory=tuple)
     unix_path: Optional[str] = None       # -U path
+    udp_probe: Optional[bytes] = None     # --udp-probe DATA for -uz
 
     @property
     def quits_after_eof(self) -> bool:

@@ -58,6 +58,7 @@ HELP_SUMMARY = """\
 		-x addr[:port]	Specify proxy address and port (--proxy)
 		-Z		DCCP mode (--dccp)
 		-z		Zero-I/O mode [used for scanning] (--zero)
+		--udp-probe data	Datagram sent to each port by -uz (default: empty)
 		--version	Print the version and exit
 	Port numbers can be individual or ranges: lo-hi [inclusive]
 """

@@ -55,8 +55,11 @@ def run(argv: list[str], *, stdin: Optional[IO[Any]] = None,
     local = StdioStream(in_fd, out_fd)
     from .connect import run_connect
     from .listen import run_listen
+    from .scan import run_scan
 
     try:
+        if opts.zero_io:
+            return run_scan(opts, report)
         if opts.listen:
             return run_listen(opts, local, report)
         return run_connect(opts, local, report)

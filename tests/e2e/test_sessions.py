@@ -24,6 +24,14 @@ from pynctest import (
 MiB = 1024 * 1024
 
 
+@pytest.fixture(autouse=True, params=["zero-copy", "copy"])
+def relay_path(request, monkeypatch):
+    """Every session here runs twice: on the zero-copy (splice) path and on
+    the portable copy path, which must behave identically."""
+    monkeypatch.setenv("PYNC_ZERO_COPY", "1" if request.param == "zero-copy" else "0")
+    return request.param
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

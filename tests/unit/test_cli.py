@@ -46,7 +46,6 @@ def run_err(*argv: str):
     (["-U", "a", "b"], "pync: cannot use port with -U"),
     (["no-such-host.invalid", "80"],
      'pync: getaddrinfo for host "no-such-host.invalid" port 80: Name or service not known'),
-    (["-z", "localhost", "1"], "pync: -z: not implemented yet"),
     (["-X", "5", "-x", "127.0.0.1", "localhost", "1"], "pync: -X: not implemented yet"),
     (["-t", "localhost", "1"], "pync: -t: not implemented yet"),
     (["-F", "localhost", "1"], "pync: -F: not implemented yet"),
