@@ -159,3 +159,19 @@ def test_w_ends_an_idle_udp_session():
     assert p.wait() == 0  # 1 s after the reply, with stdin still open
     p.close_stdin()
     srv.join()
+
+
+def test_listener_answers_socat_then_nc_as_first_sender():
+    from pynctest import require_tool
+
+    for argv in (lambda port: [require_tool("socat"), "-", f"UDP:127.0.0.1:{port}"],
+                 lambda port: [require_tool("nc"), "-u", "127.0.0.1", str(port)]):
+        listener, port = start_udp_listener()
+        peer = Proc(argv(port))
+        peer.send(b"ping\n")
+        listener.wait_stdout(r"ping\n")
+        listener.send(b"pong\n")
+        peer.wait_stdout(r"pong\n")
+        for p in (peer, listener):
+            p.p.terminate()
+            p.wait()
