@@ -212,3 +212,23 @@ def wait_listening(port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT)
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def filtered_port(keep: list[socket.socket]) -> int:
+    """A port on 127.0.0.1 that never answers: a listener whose accept queue
+    is full drops new SYNs, as a firewall would.  Its sockets go into keep
+    (close them to free the port)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    port = s.getsockname()[1]
+    keep.append(s)
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        keep.append(f)
+    return port

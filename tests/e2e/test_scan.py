@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from pynctest import TIMEOUT, require_tool, run_pync
+from pynctest import TIMEOUT, filtered_port, require_tool, run_pync
 
 
 class Ports:
@@ -31,21 +31,7 @@ class Ports:
         return s.getsockname()[1]
 
     def filtered(self) -> int:
-        """A listener whose accept queue is full drops new SYNs: no answer."""
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        s.listen(0)
-        port = s.getsockname()[1]
-        self.socks.append(s)
-        for _ in range(4):
-            f = socket.socket()
-            f.setblocking(False)
-            try:
-                f.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
-            self.socks.append(f)
-        return port
+        return filtered_port(self.socks)
 
     def close(self) -> None:
         for s in self.socks:

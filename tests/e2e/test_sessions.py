@@ -15,6 +15,7 @@ from pynctest import (
     Proc,
     Server,
     connect,
+    filtered_port,
     pync_cmd,
     recv_all,
     run_pync,
@@ -352,23 +353,11 @@ def test_address_already_in_use():
 
 def test_connect_timeout_w():
     # A listener whose backlog is full drops SYNs: connect hangs until -w.
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    port = full.getsockname()[1]
-    fillers = []
-    for _ in range(4):
-        f = socket.socket()
-        f.setblocking(False)
-        try:
-            f.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        fillers.append(f)
+    held: list[socket.socket] = []
+    port = filtered_port(held)
     r = run_pync("-v", "-w", "1", "127.0.0.1", str(port))
-    for f in fillers:
-        f.close()
-    full.close()
+    for s in held:
+        s.close()
     assert r.returncode == 1
     assert r.stderr == (f"pync: connect to 127.0.0.1 port {port} (tcp) timed out: "
                         "Operation now in progress\n").encode()
