@@ -112,14 +112,22 @@ class MemoryBuffer:
 class PipeBuffer:
     """Pending bytes held in a pipe of pync's own, moved with splice()."""
 
-    def __init__(self) -> None:
+    def __init__(self, src_is_socket: bool = False) -> None:
         self.r, self.w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            self.size = fcntl.fcntl(self.w, F_SETPIPE_SZ, PIPE_SIZE)
+            try:
+                self.size = fcntl.fcntl(self.w, F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                self.size = fcntl.fcntl(self.w, F_GETPIPE_SZ)
         except OSError:
-            self.size = fcntl.fcntl(self.w, F_GETPIPE_SZ)
+            self.close()
+            raise
         self.level = 0
         self.full = False  # the pipe refused more although level < size
+        # A socket source is non-blocking, so a plain read may stand in for
+        # splice() where splice cannot go on (TCP urgent data stops it).
+        self.src_is_socket = src_is_socket
+        self._spare: Optional[bytearray] = None
 
     @property
     def empty(self) -> bool:
@@ -135,12 +143,32 @@ class PipeBuffer:
             n = _SPLICE(src.read_fd, self.w, min(self.size - self.level, CHUNK),
                         flags=_FLAGS)
         except BlockingIOError:
-            # Partly filled pages can fill the pipe before `size` bytes: wait
-            # for the destination to take some rather than spin on the source.
             if self.level:
+                # Partly filled pages can fill the pipe before `size` bytes:
+                # wait for the destination to take some, not spin on the source.
                 self.full = True
-            raise
+                raise
+            if not self.src_is_socket:
+                raise
+            return self._fill_by_reading(src)  # poll said readable: see why
+        if n == 0 and self.src_is_socket:
+            return self._fill_by_reading(src)  # EOF, or splice stopped at urgent data
         self.level += n
+        return n
+
+    def _fill_by_reading(self, src: Stream) -> int:
+        """One plain read into the (empty) pipe, where splice() returned
+        nothing: it is the real end of stream only if recv says so too.
+
+        splice() will not read past TCP urgent data; recv() skips the urgent
+        byte, as nc does, so the bytes after it are not lost.
+        """
+        if self._spare is None:
+            self._spare = bytearray(65536)
+        n = src.read_into(memoryview(self._spare))
+        if n:
+            os.write(self.w, memoryview(self._spare)[:n])  # the pipe is empty
+            self.level += n
         return n
 
     def drain(self, dst: Stream, limit: Optional[int] = None) -> int:
@@ -192,6 +220,13 @@ def _spliceable(fd: Optional[int], writing: bool) -> bool:
     return False
 
 
+def _is_socket(fd: Optional[int]) -> bool:
+    try:
+        return fd is not None and stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 def zero_copy_allowed() -> bool:
     """splice() exists here and the tests did not ask for the copy path."""
     return _SPLICE is not None and os.environ.get("PYNC_ZERO_COPY", "1") != "0"
@@ -202,7 +237,7 @@ def new_buffer(src: Stream, dst: Stream, transform: bool):
     if (not transform and zero_copy_allowed() and src.zero_copy and dst.zero_copy
             and _spliceable(src.read_fd, False) and _spliceable(dst.write_fd, True)):
         try:
-            return PipeBuffer()
+            return PipeBuffer(src_is_socket=_is_socket(src.read_fd))
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE):
                 raise

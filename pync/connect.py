@@ -19,6 +19,7 @@ from .addr import numeric_host, resolve, resolve_local, service_name, unix_addre
 from .options import IPPROTO_DCCP, Options
 from .report import PyncError, Reporter, strerror
 from .session import relay_session
+from .sockopts import new_socket
 from .streams import Stream
 from .unixsock import SocketFile, bind_unix
 
@@ -58,7 +59,7 @@ def open_connection(opts: Options, host: str, port: int, report: Reporter,
     for family, socktype, proto, _, sockaddr in resolve(
             host, port, opts.family, opts.socktype, opts.numeric):
         ip = numeric_host(sockaddr)
-        sock = socket.socket(family, socktype, IPPROTO_DCCP if opts.dccp else proto)
+        sock = new_socket(family, socktype, IPPROTO_DCCP if opts.dccp else proto)
         try:
             _bind_source(sock, opts, family)
             sockopts.apply(sock, family, opts, md5_key)
@@ -104,8 +105,12 @@ def _connect_unix(opts: Options, local: Stream, report: Reporter) -> int:
             if opts.source_addr:
                 own = bind_unix(sock, opts.source_addr)
             else:
-                path = os.path.join(tempfile.mkdtemp(prefix="pync-"), "recv.sock")
-                own = bind_unix(sock, path)
+                tmp = tempfile.mkdtemp(prefix="pync-")
+                try:
+                    own = bind_unix(sock, os.path.join(tmp, "recv.sock"))
+                except PyncError:
+                    os.rmdir(tmp)
+                    raise
                 if own:
                     own.remove_dir = True
         sock.settimeout(opts.wait if opts.wait else None)

@@ -23,6 +23,7 @@ from .buffers import DATAGRAM_MAX
 from .options import IPPROTO_DCCP, Options
 from .report import PyncError, Reporter, strerror
 from .session import relay_session
+from .sockopts import new_socket
 from .streams import Stream
 from .unixsock import SocketFile, bind_unix
 
@@ -90,7 +91,7 @@ def _inet_listener(opts: Options, report: Reporter) -> socket.socket:
     last_error: Optional[OSError] = None
     for family, socktype, proto, _, sockaddr in resolve_local(
             opts.host, port, opts.family, opts.socktype, opts.numeric):
-        sock = socket.socket(family, socktype, IPPROTO_DCCP if opts.dccp else proto)
+        sock = new_socket(family, socktype, IPPROTO_DCCP if opts.dccp else proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sockopts.apply(sock, family, opts, md5_key)

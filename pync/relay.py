@@ -39,6 +39,7 @@ from .crlf import CrlfTranslator
 from .report import Reporter
 from .streams import Stream
 
+MAX_WAIT = 86400.0  # longest single poll(); longer deadlines take several
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
@@ -100,12 +101,16 @@ class Relay:
         self.report = reporter
         self.up = Direction("up", local, net, config.crlf or config.interval > 0,
                             src_open=not config.no_stdin)
-        self.down = Direction("down", net, local, False)
+        try:
+            self.down = Direction("down", net, local, False)
+        except BaseException:
+            self.up.buf.close()
+            raise
         self.crlf = CrlfTranslator() if config.crlf else None
         self.net_reads = 0
         if first_data:  # a datagram listener's first message, already read
             self.down.buf.append(first_data)
-            self.net_reads = 1
+            self._count_net_read()
         self.status = 0
         self.quit_at: Optional[float] = None    # -q deadline
         self.selector = selectors.PollSelector()
@@ -134,6 +139,8 @@ class Relay:
                 continue
             timeout, idle_wait = self._timeout(now, idle)
             self._set_interest()
+            if timeout is not None and timeout > MAX_WAIT:
+                timeout, idle_wait = MAX_WAIT, False  # poll() takes no more
             if self.interest:
                 ready = self.selector.select(timeout)
             elif timeout is None:
@@ -198,6 +205,7 @@ class Relay:
         for d in (self.up, self.down):
             d.src_open = d.dst_open = False
             d.buf.clear()
+        _wait(self.quit_at - now)  # type: ignore[operator]
         return True
 
     def _arm_quit(self, when: float) -> None:
@@ -221,7 +229,7 @@ class Relay:
         want: dict[int, int] = {}
         now = time.monotonic()
         for d in (self.up, self.down):
-            if d.src_open and d.buf.room and d.src.read_fd is not None:
+            if d.src_open and self._read_room(d) and d.src.read_fd is not None:
                 want[d.src.read_fd] = want.get(d.src.read_fd, 0) | EVENT_READ
             if (d.dst_open and not d.empty and d.dst.write_fd is not None
                     and d.paused_until <= now and d.dst.can_write()):
@@ -238,17 +246,21 @@ class Relay:
         self.interest = want
 
     # -- I/O --------------------------------------------------------------
+    def _read_room(self, d: Direction) -> int:
+        """How much one read may take: -C's LF -> CRLF at most doubles it."""
+        room = d.buf.room
+        return room // 2 if self.crlf is not None and d is self.up else room
+
     def _read(self, d: Direction, events: dict[int, int]) -> None:
         fd = d.src.read_fd
         if not d.src_open or fd is None or not events.get(fd, 0) & EVENT_READ:
             return
-        room = d.buf.room
+        room = self._read_room(d)
         if not room:
             return
         try:
             if self.crlf is not None and d is self.up:
-                # LF -> CRLF at most doubles: read no more than half the room.
-                chunk = bytearray(room // 2 or 1)
+                chunk = bytearray(room)
                 n = d.src.read_into(memoryview(chunk))
                 if n:
                     d.buf.append(self.crlf.feed(bytes(chunk[:n])))
@@ -265,15 +277,19 @@ class Relay:
                 self.net.shutdown_read()
             return
         if d is self.down:
-            self.net_reads += 1
-            limit_reads = self.cfg.recv_limit
-            if limit_reads is not None and self.net_reads >= limit_reads:
-                d.src_open = False
-                self.net.shutdown_read()
-                self.up.src_open = False
+            self._count_net_read()
         # Data in hand: try to pass it on now rather than after another poll.
         if d.dst_open and d.dst.write_fd is not None:
             self._write(d, {d.dst.write_fd: EVENT_WRITE})
+
+    def _count_net_read(self) -> None:
+        """-W N: after N reads from the network, stop reading both inputs."""
+        self.net_reads += 1
+        limit = self.cfg.recv_limit
+        if limit is not None and self.net_reads >= limit:
+            self.down.src_open = False
+            self.net.shutdown_read()
+            self.up.src_open = False
 
     def _write(self, d: Direction, events: dict[int, int]) -> None:
         fd = d.dst.write_fd
@@ -300,7 +316,10 @@ class Relay:
     def _source_failed(self, d: Direction, exc: OSError) -> None:
         d.src_open = False
         if d is self.down:
-            self.status = 1
+            # nc keeps status 0 after a reset; for UDP under -v its probe
+            # sees the ICMP error and it exits 1: so does pync.
+            if self.net.datagram and self.report.verbose:
+                self.status = 1
             self.report.net_error(f"read from {self.net.label} failed", exc)
             self.net.shutdown_read()
             # A reset or refused connection takes nothing more either.
@@ -311,7 +330,6 @@ class Relay:
         d.dst_open = False
         d.buf.clear()
         if d is self.up:
-            self.status = 1
             self.report.net_error(f"write to {self.net.label} failed", exc)
         # stdout gone (EPIPE and the like): end quietly, as nc does.
 
@@ -320,6 +338,6 @@ def _wait(timeout: float) -> list:
     """Wait for a deadline with no descriptor to watch (-q, -i)."""
     sel = selectors.PollSelector()
     try:
-        return sel.select(max(timeout, 0.0))
+        return sel.select(min(max(timeout, 0.0), MAX_WAIT))
     finally:
         sel.close()

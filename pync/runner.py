@@ -14,7 +14,7 @@ import sys
 from typing import IO, Any, Optional
 
 from .cli import InfoRequest, parse
-from .report import PyncError, Reporter
+from .report import PyncError, Reporter, strerror
 from .streams import StdioStream
 
 
@@ -65,6 +65,9 @@ def run(argv: list[str], *, stdin: Optional[IO[Any]] = None,
         return run_connect(opts, local, report)
     except PyncError as err:
         report.error(err)
+        return 1
+    except OSError as exc:  # a system error no mode foresaw: one line, not a traceback
+        report.warn(strerror(exc))
         return 1
     except KeyboardInterrupt:
         return 130

@@ -23,6 +23,7 @@ import os
 import random
 import resource
 import select
+import signal
 import socket
 import tempfile
 import time
@@ -149,12 +150,17 @@ class Scanner:
 
     # -- one probe ----------------------------------------------------------
     def _start(self, probe: Probe, now: float) -> None:
-        """Begin the connect (or send) to the probe's next address."""
+        """Begin the connect (or send) to the probe's next address.
+
+        Running out of descriptors (EMFILE) propagates with the probe left
+        as it was, so the caller can retry it once others finish; any other
+        failure is that address's outcome.
+        """
         while probe.addr_i < len(self.addrs):
             family, socktype, proto, _, sockaddr = self.addrs[probe.addr_i]
+            sock = socket.socket(family, socktype | _NONBLOCK, proto)  # EMFILE: up
             probe.addr_i += 1
             probe.ip = numeric_host(sockaddr)
-            sock = socket.socket(family, socktype | _NONBLOCK, proto)
             try:
                 if self.has_sockopts:
                     self._prepare(sock, family)
@@ -164,6 +170,8 @@ class Scanner:
             except PyncError:
                 sock.close()
                 raise
+            except OSError as exc:  # e.g. -p's port in use
+                err = exc.errno or errno.EIO
             if err == errno.EINPROGRESS:
                 probe.sock = sock
                 probe.deadline = now + self.timeout
@@ -226,7 +234,11 @@ class Scanner:
         if reason is None or reason == OPEN_FILTERED:
             probe.open = probe.done = True
         elif probe.addr_i < len(self.addrs):
-            self._start(probe, time.monotonic())
+            try:
+                self._start(probe, time.monotonic())
+            except OSError as exc:  # out of descriptors for the next address
+                probe.outcomes.append((probe.ip, os.strerror(exc.errno or errno.EIO)))
+                probe.done = True
         else:
             probe.done = True
 
@@ -254,6 +266,24 @@ class Scanner:
             else:
                 self.report.warn(f"connect to {where} port {probe.port} ({proto}) "
                                  f"failed: {reason}")
+
+
+def _worker(opts: Options, verbose: int, share: list[int], out: IO[str]) -> None:
+    """A forked scan worker: scan a share, report to out, exit (never return)."""
+    status = 2
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        status = Scanner(opts, Reporter(out, verbose)).run(share)
+    except PyncError as err:
+        Reporter(out).error(err)
+    except BaseException:
+        pass
+    finally:
+        try:
+            out.flush()
+        finally:
+            os._exit(status)
 
 
 def _connected_to_itself(sock: socket.socket) -> bool:
@@ -307,36 +337,36 @@ def _scan_in_parallel(opts: Options, report: Reporter, ports: list[int],
     size = -(-len(ports) // workers)
     shares = [ports[i:i + size] for i in range(0, len(ports), size)]
     children: list[tuple[int, IO[str]]] = []
-    for share in shares[1:]:
-        out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns into the caller's code
-            status = 1
+    try:
+        for share in shares[1:]:
+            out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below
+            pid = os.fork()
+            if pid == 0:  # the worker: never returns into the caller's code
+                _worker(opts, report.verbose, share, out)
+            children.append((pid, out))
+        statuses = [Scanner(opts, report).run(shares[0])]
+        while children:
+            pid, out = children[0]
+            _, wait_status = os.waitpid(pid, 0)
+            children.pop(0)
+            out.seek(0)
+            text = out.read()
+            out.close()
+            if text:
+                report.stream.write(text)
+                report.stream.flush()
+            code = wait_status >> 8 if os.WIFEXITED(wait_status) else 2
+            if code == 2:
+                return 1  # the worker printed why
+            statuses.append(code)
+    finally:
+        for pid, out in children:  # interrupted: stop and reap the workers
             try:
-                status = Scanner(opts, Reporter(out, report.verbose)).run(share)
-            except PyncError as err:
-                Reporter(out).error(err)
-                status = 2
-            except BaseException:
-                status = 2
-            finally:
-                out.flush()
-                os._exit(status)
-        children.append((pid, out))
-    statuses = [Scanner(opts, report).run(shares[0])]
-    for pid, out in children:
-        _, wait_status = os.waitpid(pid, 0)
-        out.seek(0)
-        text = out.read()
-        out.close()
-        if text:
-            report.stream.write(text)
-            report.stream.flush()
-        code = os.waitstatus_to_exitcode(wait_status) if hasattr(
-            os, "waitstatus_to_exitcode") else wait_status >> 8
-        if code == 2:
-            return 1  # the worker printed why
-        statuses.append(code)
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            out.close()
     return 0 if 0 in statuses else 1
 
 

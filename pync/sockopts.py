@@ -23,6 +23,14 @@ TCP_MD5SIG_FLAG_PREFIX = 1
 TCP_MD5SIG_MAXKEYLEN = 80
 
 
+def new_socket(family: int, socktype: int, proto: int = 0) -> socket.socket:
+    """socket(), with a failure (no DCCP here, out of descriptors) as a PyncError."""
+    try:
+        return socket.socket(family, socktype, proto)
+    except OSError as exc:
+        raise PyncError(strerror(exc)) from None
+
+
 def _set(sock: socket.socket, level: int, name: int, value: int,
          what: Optional[str]) -> None:
     try:

@@ -70,3 +70,28 @@ def test_fill_and_drain_keep_bytes_in_order(kind):
     buf.close()
     for fd in (src_r, dst_r, dst_w):
         os.close(fd)
+
+
+def test_crlf_never_reads_more_than_half_the_room():
+    """LF -> CRLF doubles at most: with 1 byte of room, -C must not read."""
+    import io
+
+    from pync.relay import Relay, RelayConfig
+    from pync.report import Reporter
+
+    r, w = os.pipe()
+    a, b = socket.socketpair()
+    try:
+        relay = Relay(StdioStream(r, None), SocketStream(a, "a"), RelayConfig(crlf=True),
+                      Reporter(io.StringIO()))
+        up = relay.up.buf
+        up.append(b"x" * (up.size - 1))
+        assert relay._read_room(relay.up) == 0
+        up.clear()
+        up.append(b"x" * (up.size - 7))
+        assert relay._read_room(relay.up) == 3
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
