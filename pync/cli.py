@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Optional
 
 from . import __version__
+from .access import read_entries
 from .addr import parse_port, parse_ports
 from .numbers import strtonum
 from .options import Options, check_rules
@@ -35,7 +36,10 @@ LONG: dict[str, str] = {
     "tos=": "T", "telnet": "t", "unixsock": "U", "udp": "u",
     "rtable=": "V", "verbose": "v", "recv-limit=": "W", "wait=": "w",
     "proxy-type=": "X", "proxy=": "x", "dccp": "Z", "zero": "z",
-    "version": "", "udp-probe=": "",
+    # long options of pync's own (ncat's names), without a short letter:
+    "version": "", "udp-probe=": "", "broker": "", "chat": "", "allow=": "",
+    "allowfile=": "", "deny=": "", "denyfile=": "", "max-conns=": "",
+    "send-only": "", "recv-only": "",
 }
 
 INT_MAX = 2**31 - 1
@@ -127,12 +131,13 @@ def parse(argv: list[str]) -> Options:
         raise _getopt_error(exc) from None
 
     kw: dict[str, object] = {}
+    lists: dict[str, list[str]] = {"allow": [], "allowfile": [], "deny": [], "denyfile": []}
     verbose = 0
     for opt, val in pairs:
         if opt == "--version":
             raise InfoRequest(f"pync {__version__}\n")
-        if opt == "--udp-probe":
-            kw["udp_probe"] = os.fsencode(val)
+        if opt in _LONG_ONLY:
+            _long_only(opt, val, kw, lists)
             continue
         letter = _short_of(opt)
         if letter == "h":
@@ -148,11 +153,30 @@ def parse(argv: list[str]) -> Options:
         else:
             _value_option(letter, val, kw)
     kw["verbose"] = verbose
+    kw["allow"] = tuple(read_entries(lists["allow"], lists["allowfile"]))
+    kw["deny"] = tuple(read_entries(lists["deny"], lists["denyfile"]))
 
     _positional(args, kw)
     opts = Options(**kw)  # type: ignore[arg-type]
     check_rules(opts)
     return _with_ports(opts, args)
+
+
+_LONG_ONLY = {"--udp-probe", "--broker", "--chat", "--allow", "--allowfile", "--deny",
+              "--denyfile", "--max-conns", "--send-only", "--recv-only"}
+
+
+def _long_only(opt: str, val: str, kw: dict[str, object], lists: dict[str, list[str]]) -> None:
+    """Options with a long name only (ncat's): broker, chat, access control, ..."""
+    name = opt[2:]
+    if name in lists:
+        lists[name].append(val)
+    elif name == "udp-probe":
+        kw["udp_probe"] = os.fsencode(val)
+    elif name == "max-conns":
+        kw["max_conns"] = _number(val, 1, INT_MAX, "max-conns")
+    else:  # broker, chat, send-only, recv-only
+        kw[name.replace("-", "_")] = True
 
 
 _FLAGS = {

@@ -18,7 +18,9 @@ import socket
 from typing import Optional
 
 from . import sockopts
+from .access import AccessList
 from .addr import display_host, resolve_local
+from .broker import Broker
 from .buffers import DATAGRAM_MAX
 from .options import IPPROTO_DCCP, Options
 from .report import PyncError, Reporter, strerror
@@ -30,6 +32,11 @@ from .unixsock import SocketFile, bind_unix
 BACKLOG = 5
 
 
+def _backlog(opts: Options) -> int:
+    """A short queue for one session at a time; a broker takes crowds at once."""
+    return socket.SOMAXCONN if opts.brokering else BACKLOG
+
+
 def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
     """Listen mode; returns the exit status of the last session."""
     cleanup: Optional[SocketFile] = None
@@ -37,11 +44,20 @@ def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
         server, cleanup = _unix_listener(opts, report)
     else:
         server = _inet_listener(opts, report)
+    access = AccessList(opts.allow, opts.deny)
     try:
+        if opts.brokering:
+            return Broker(server, opts, local, report, access).run()
         if opts.udp:
-            return _datagram_session(server, opts, local, report)
+            return _datagram_session(server, opts, local, report, access)
         while True:
             conn, peer = server.accept()
+            ip = peer[0] if isinstance(peer, tuple) else ""
+            if not access.permits(ip):
+                conn.close()
+                if report.verbose:
+                    report.warn(f"new connection denied: not allowed ({ip})")
+                continue
             where = _describe_peer(peer, opts)
             report.received(where)
             status = relay_session(conn, _label(where, opts), local, opts, report)
@@ -69,12 +85,22 @@ def _label(where: str, opts: Options) -> str:
 
 
 def _datagram_session(server: socket.socket, opts: Options, local: Stream,
-                      report: Reporter) -> int:
-    """-u -l: the first sender becomes the peer; with -k, every sender is heard."""
+                      report: Reporter, access: AccessList) -> int:
+    """-u -l: the first sender becomes the peer; with -k, every sender is heard.
+
+    Datagrams from senders the access lists refuse are dropped.
+    """
     if opts.keep_open:
         where = opts.unix_path or "" if opts.unix else "any sender"
-        return relay_session(server, where, local, opts, report, connected=False)
-    data, peer = server.recvfrom(DATAGRAM_MAX)
+        return relay_session(server, where, local, opts, report, connected=False,
+                             accept_from=access.permits if access.active else None)
+    while True:
+        data, peer = server.recvfrom(DATAGRAM_MAX)
+        ip = peer[0] if isinstance(peer, tuple) else ""
+        if access.permits(ip):
+            break
+        if report.verbose:
+            report.warn(f"new connection denied: not allowed ({ip})")
     where = _describe_peer(peer, opts)
     report.received(where)
     connected = bool(peer)  # an unbound UNIX sender has no address to answer
@@ -97,7 +123,7 @@ def _inet_listener(opts: Options, report: Reporter) -> socket.socket:
             sockopts.apply(sock, family, opts, md5_key)
             sock.bind(sockaddr)
             if not opts.udp:
-                sock.listen(BACKLOG)
+                sock.listen(_backlog(opts))
         except PyncError:
             sock.close()
             raise
@@ -128,7 +154,7 @@ def _unix_listener(opts: Options, report: Reporter
         raise
     try:
         if not opts.udp:
-            sock.listen(BACKLOG)
+            sock.listen(_backlog(opts))
     except OSError as exc:
         sock.close()
         if created:

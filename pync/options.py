@@ -64,6 +64,18 @@ class Options:
     ports: tuple[int, ...] = field(default_factory=tuple)
     unix_path: Optional[str] = None       # -U path
     udp_probe: Optional[bytes] = None     # --udp-probe DATA for -uz
+    broker: bool = False                  # --broker
+    chat: bool = False                    # --chat (implies --broker)
+    allow: tuple[str, ...] = ()           # --allow, --allowfile entries
+    deny: tuple[str, ...] = ()            # --deny, --denyfile entries
+    max_conns: Optional[int] = None       # --max-conns
+    send_only: bool = False               # --send-only
+    recv_only: bool = False               # --recv-only
+
+    @property
+    def brokering(self) -> bool:
+        """--broker or --chat: many clients at once, relayed to each other."""
+        return self.broker or self.chat
 
     @property
     def quits_after_eof(self) -> bool:
@@ -107,6 +119,12 @@ def check_rules(opts: Options) -> None:
         raise PyncError("no proxy support for listen")
     if opts.unix and (opts.proxy or opts.proxy_type):
         raise PyncError("no proxy support for unix sockets")
+    if opts.brokering and not opts.listen:
+        raise PyncError("--broker and --chat need -l")
+    if opts.brokering and opts.udp:
+        raise PyncError("cannot use --broker or --chat with -u")
+    if opts.send_only and opts.recv_only:
+        raise PyncError("cannot use --send-only and --recv-only")
     for name, flag in NOT_YET.items():
         if getattr(opts, name):
             raise PyncError(f"{flag}: not implemented yet")

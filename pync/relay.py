@@ -59,7 +59,8 @@ class RelayConfig:
     interval: float = 0.0                  # -i N: pause after each line sent
     crlf: bool = False                     # -C
     recv_limit: Optional[int] = None       # -W N network reads
-    no_stdin: bool = False                 # -d
+    no_stdin: bool = False                 # -d, --recv-only
+    send_only: bool = False                # --send-only: network input ignored
 
 
 class Direction:
@@ -106,6 +107,8 @@ class Relay:
         except BaseException:
             self.up.buf.close()
             raise
+        if config.send_only:
+            self.down.dst_open = False  # nothing from the network is wanted
         self.crlf = CrlfTranslator() if config.crlf else None
         self.net_reads = 0
         if first_data:  # a datagram listener's first message, already read

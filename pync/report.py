@@ -59,6 +59,15 @@ HELP_SUMMARY = """\
 		-Z		DCCP mode (--dccp)
 		-z		Zero-I/O mode [used for scanning] (--zero)
 		--udp-probe data	Datagram sent to each port by -uz (default: empty)
+		--broker	With -l: many clients, each one's bytes to all others
+		--chat		With -l: a chat room (names, /nick, escaped controls)
+		--allow hosts	Accept only these addresses, CIDR blocks, names
+		--allowfile f	The same, from a file (one entry a line)
+		--deny hosts	Refuse these addresses, CIDR blocks, names
+		--denyfile f	The same, from a file (one entry a line)
+		--max-conns n	Clients at once in --broker/--chat (default 100)
+		--send-only	Only send: ignore what the network sends
+		--recv-only	Only receive: never read stdin
 		--version	Print the version and exit
 	Port numbers can be individual or ranges: lo-hi [inclusive]
 """

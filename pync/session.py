@@ -7,6 +7,7 @@ joins them with the settings the Options ask for.
 from __future__ import annotations
 
 import socket
+from typing import Callable, Optional
 
 from .options import Options
 from .relay import Relay, RelayConfig
@@ -25,13 +26,15 @@ def relay_config(opts: Options) -> RelayConfig:
         interval=float(opts.interval),
         crlf=opts.crlf,
         recv_limit=opts.recv_limit,
-        no_stdin=opts.no_stdin,
+        no_stdin=opts.no_stdin or opts.recv_only,
+        send_only=opts.send_only,
     )
 
 
 def relay_session(sock: socket.socket, label: str, local: Stream,
                   opts: Options, report: Reporter, *, connected: bool = True,
-                  first_data: bytes = b"") -> int:
+                  first_data: bytes = b"",
+                  accept_from: Optional[Callable[[str], bool]] = None) -> int:
     """Relay stdio over a socket until the session ends; close it.
 
     Datagram sockets (-u) relay message by message; ``connected=False`` is
@@ -39,7 +42,7 @@ def relay_session(sock: socket.socket, label: str, local: Stream,
     """
     net: Stream
     if sock.type == socket.SOCK_DGRAM:
-        net = DatagramStream(sock, label, connected=connected)
+        net = DatagramStream(sock, label, connected=connected, accept_from=accept_from)
     else:
         net = SocketStream(sock, label)
     try:

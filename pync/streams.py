@@ -15,7 +15,7 @@ import fcntl
 import os
 import socket
 import stat
-from typing import Optional
+from typing import Callable, Optional
 
 
 class Stream:
@@ -130,19 +130,25 @@ class DatagramStream(Stream):
     datagram = True
     zero_copy = False
 
-    def __init__(self, sock: socket.socket, label: str, connected: bool = True) -> None:
+    def __init__(self, sock: socket.socket, label: str, connected: bool = True,
+                 accept_from: Optional[Callable[[str], bool]] = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.read_fd = self.write_fd = sock.fileno()
         self.label = label
         self.connected = connected
         self.peer: Optional[object] = None
+        self.accept_from = accept_from  # unconnected: which senders are heard
 
     def read_into(self, buf: memoryview) -> int:
         if self.connected:
             n = self.sock.recv_into(buf)
         else:
-            n, self.peer = self.sock.recvfrom_into(buf)
+            n, peer = self.sock.recvfrom_into(buf)
+            ip = peer[0] if isinstance(peer, tuple) else ""
+            if self.accept_from is not None and not self.accept_from(ip):
+                raise BlockingIOError  # a refused sender: dropped
+            self.peer = peer
         if n == 0:
             raise BlockingIOError  # an empty datagram: nothing to pass on
         return n

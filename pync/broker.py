@@ -1,0 +1,261 @@
+"""--broker and --chat: many clients in one epoll loop, relayed to each other.
+
+--broker (ncat's meaning): bytes from one client go unchanged to every other
+client and to stdout; stdin goes to every client.  --chat adds names and
+lines: each client is ``user<fd>`` until it says ``/nick NAME``; each line
+reaches the others as ``<user5> hello``; joins, leaves and renames are
+announced; control characters other than tab are shown escaped (``\\x1b``),
+so no user can drive another's terminal.
+
+Every client has a bounded output buffer: one that does not read (MAX_BACKLOG
+bytes waiting) is disconnected, so it never stalls the others.  A client
+leaving, resetting or sending garbage never ends the broker.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+from typing import Optional
+
+from .access import AccessList
+from .addr import display_host
+from .options import Options
+from .report import Reporter
+from .streams import Stream
+
+MAX_BACKLOG = 1024 * 1024      # bytes waiting for one client before it is dropped
+MAX_LINE = 64 * 1024           # a chat line longer than this is cut there
+DEFAULT_MAX_CONNS = 100        # as ncat
+READ_SIZE = 65536
+
+
+class Client:
+    """One connected client: its socket, name and pending output."""
+
+    __slots__ = ("fd", "line", "name", "out", "sock", "where")
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.where = where
+        self.name = f"user{self.fd}"
+        self.out = bytearray()
+        self.line = bytearray()  # chat: a line still being typed
+
+
+def escape_controls(line: bytes) -> bytes:
+    """Show control characters (not tab) as ``\\xNN``: nobody drives a terminal."""
+    out = bytearray()
+    for byte in line:
+        if (byte < 0x20 and byte != 0x09) or byte == 0x7F:
+            out += b"\\x%02x" % byte
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
+class Broker:
+    """The listening socket, its clients and pync's own stdio, in one loop."""
+
+    def __init__(self, server: socket.socket, opts: Options, local: Stream,
+                 report: Reporter, access: AccessList) -> None:
+        self.server = server
+        self.opts = opts
+        self.local = local
+        self.report = report
+        self.access = access
+        self.chat = opts.chat
+        self.max_conns = opts.max_conns or DEFAULT_MAX_CONNS
+        self.clients: dict[int, Client] = {}
+        self.sel = selectors.DefaultSelector()
+        self.stdin_fd = local.read_fd
+        self.stdin_always_ready = False
+        self.stdin_line = bytearray()
+
+    # -- the loop ---------------------------------------------------------
+    def run(self) -> int:
+        self.server.setblocking(False)
+        self.sel.register(self.server, selectors.EVENT_READ, None)
+        if self.stdin_fd is not None:
+            try:
+                self.sel.register(self.stdin_fd, selectors.EVENT_READ, "stdin")
+            except (PermissionError, ValueError):  # a regular file: always readable
+                self.stdin_always_ready = True
+        try:
+            while True:
+                timeout = 0 if self.stdin_always_ready else None
+                for key, events in self.sel.select(timeout):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data == "stdin":
+                        self._read_stdin()
+                    else:
+                        self._client_event(key.data, events)
+                if self.stdin_always_ready:
+                    self._read_stdin()
+        finally:
+            for client in list(self.clients.values()):
+                client.sock.close()
+            self.sel.close()
+
+    # -- clients coming and going -----------------------------------------
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, peer = self.server.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self.report.warn(f"accept: {os.strerror(exc.errno)}")
+                    return
+                continue  # the client gave up before we took it (ECONNABORTED)
+            ip = peer[0] if isinstance(peer, tuple) else ""
+            if not self.access.permits(ip):
+                self._refuse(sock, f"not allowed ({ip})")
+                continue
+            if len(self.clients) >= self.max_conns:
+                self._refuse(sock, f"connection limit reached ({self.max_conns})")
+                continue
+            where = (f"{display_host(peer, self.opts.numeric)} {peer[1]}"
+                     if isinstance(peer, tuple) else self.opts.unix_path or "")
+            sock.setblocking(False)
+            client = Client(sock, where)
+            self.clients[client.fd] = client
+            self.sel.register(sock, selectors.EVENT_READ, client)
+            self.report.received(where)
+            if self.chat:
+                self._announce(f"{client.name} has joined", skip=client)
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        sock.close()
+        if self.report.verbose:
+            self.report.warn(f"new connection denied: {why}")
+
+    def _drop(self, client: Client, why: Optional[str] = None) -> None:
+        if self.clients.pop(client.fd, None) is None:
+            return
+        self.sel.unregister(client.sock)
+        client.sock.close()
+        if why and self.report.verbose:
+            self.report.warn(f"{client.name} ({client.where}) disconnected: {why}")
+        if self.chat:
+            if client.line:
+                self._chat_line(client, bytes(client.line))
+            self._announce(f"{client.name} has left")
+
+    # -- I/O ----------------------------------------------------------------
+    def _client_event(self, client: Client, events: int) -> None:
+        if events & selectors.EVENT_READ:
+            try:
+                data = client.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError as exc:
+                self._drop(client, os.strerror(exc.errno or errno.EIO))
+                return
+            if data == b"":
+                self._drop(client)
+                return
+            if data:
+                self._from_client(client, data)
+        if events & selectors.EVENT_WRITE and client.fd in self.clients:
+            self._flush(client)
+
+    def _read_stdin(self) -> None:
+        assert self.stdin_fd is not None
+        try:
+            data = os.read(self.stdin_fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # stdin is done; the clients carry on
+            if not self.stdin_always_ready:
+                self.sel.unregister(self.stdin_fd)
+            self.stdin_fd = None
+            self.stdin_always_ready = False
+            return
+        if self.chat:
+            for line in _lines(self.stdin_line, data):
+                self._deliver(b"<server> " + escape_controls(line) + b"\n", to_stdout=False)
+        else:
+            self._deliver(data, to_stdout=False)
+
+    def _from_client(self, client: Client, data: bytes) -> None:
+        if not self.chat:
+            self._deliver(data, skip=client)
+            return
+        for line in _lines(client.line, data):
+            self._chat_line(client, line)
+
+    def _chat_line(self, client: Client, line: bytes) -> None:
+        if line.startswith(b"/nick "):
+            name = escape_controls(line[6:].strip().split(b" ")[0][:32]).decode(
+                "utf-8", "replace")
+            if name:
+                old, client.name = client.name, name
+                self._announce(f"{old} is now known as {name}")
+            return
+        self._deliver(b"<" + client.name.encode() + b"> " + escape_controls(line) + b"\n",
+                      skip=client)
+
+    def _announce(self, text: str, skip: Optional[Client] = None) -> None:
+        self._deliver(f"<announce> {text}\n".encode(), skip=skip)
+
+    def _deliver(self, data: bytes, skip: Optional[Client] = None,
+                 to_stdout: bool = True) -> None:
+        """Queue data for every client but skip (and write it to stdout)."""
+        if to_stdout and self.local.write_fd is not None:
+            _write_all(self.local.write_fd, data)
+        for client in list(self.clients.values()):
+            if client is skip:
+                continue
+            was_empty = not client.out
+            client.out += data
+            if len(client.out) > MAX_BACKLOG:
+                self._drop(client, "not reading")
+            elif was_empty:
+                self._flush(client)
+
+    def _flush(self, client: Client) -> None:
+        try:
+            n = client.sock.send(client.out)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._drop(client, os.strerror(exc.errno or errno.EIO))
+            return
+        del client.out[:n]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.out else 0)
+        self.sel.modify(client.sock, events, client)
+
+
+def _lines(pending: bytearray, data: bytes) -> list[bytes]:
+    """Complete lines (without CR LF or LF) from pending + data; keep the rest."""
+    pending += data
+    lines = []
+    while True:
+        nl = pending.find(b"\n")
+        if nl < 0:
+            if len(pending) > MAX_LINE:
+                lines.append(bytes(pending[:MAX_LINE]))
+                del pending[:MAX_LINE]
+                continue
+            return lines
+        line = bytes(pending[:nl])
+        del pending[:nl + 1]
+        lines.append(line[:-1] if line.endswith(b"\r") else line)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """stdout: blocking writes, as the relay's; a closed stdout is ignored."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass
