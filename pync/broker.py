@@ -24,7 +24,7 @@ from .access import AccessList
 from .addr import display_host
 from .options import Options
 from .report import Reporter
-from .streams import Stream
+from .streams import Stream, write_all
 
 MAX_BACKLOG = 1024 * 1024      # bytes waiting for one client before it is dropped
 MAX_LINE = 64 * 1024           # a chat line longer than this is cut there
@@ -132,8 +132,7 @@ class Broker:
 
     def _refuse(self, sock: socket.socket, why: str) -> None:
         sock.close()
-        if self.report.verbose:
-            self.report.warn(f"new connection denied: {why}")
+        self.report.denied(why)
 
     def _drop(self, client: Client, why: Optional[str] = None) -> None:
         if self.clients.pop(client.fd, None) is None:
@@ -210,7 +209,7 @@ class Broker:
                  to_stdout: bool = True) -> None:
         """Queue data for every client but skip (and write it to stdout)."""
         if to_stdout and self.local.write_fd is not None:
-            _write_all(self.local.write_fd, data)
+            write_all(self.local.write_fd, data)
         for client in list(self.clients.values()):
             if client is skip:
                 continue
@@ -249,13 +248,3 @@ def _lines(pending: bytearray, data: bytes) -> list[bytes]:
         line = bytes(pending[:nl])
         del pending[:nl + 1]
         lines.append(line[:-1] if line.endswith(b"\r") else line)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """stdout: blocking writes, as the relay's; a closed stdout is ignored."""
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-    except OSError:
-        pass

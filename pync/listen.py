@@ -55,8 +55,7 @@ def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
             ip = peer[0] if isinstance(peer, tuple) else ""
             if not access.permits(ip):
                 conn.close()
-                if report.verbose:
-                    report.warn(f"new connection denied: not allowed ({ip})")
+                report.denied(f"not allowed ({ip})")
                 continue
             where = _describe_peer(peer, opts)
             report.received(where)
@@ -99,8 +98,7 @@ def _datagram_session(server: socket.socket, opts: Options, local: Stream,
         ip = peer[0] if isinstance(peer, tuple) else ""
         if access.permits(ip):
             break
-        if report.verbose:
-            report.warn(f"new connection denied: not allowed ({ip})")
+        report.denied(f"not allowed ({ip})")
     where = _describe_peer(peer, opts)
     report.received(where)
     connected = bool(peer)  # an unbound UNIX sender has no address to answer

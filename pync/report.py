@@ -180,6 +180,11 @@ class Reporter:
         if self.verbose:
             self.line(f"Connection received on {where}")
 
+    def denied(self, why: str) -> None:
+        """A peer refused by --allow/--deny or --max-conns, under -v."""
+        if self.verbose:
+            self.warn(f"new connection denied: {why}")
+
     # -- relay -----------------------------------------------------------
     def net_error(self, what: str, exc: Optional[BaseException]) -> None:
         """A reset or failed network read/write, under -v."""

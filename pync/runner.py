@@ -8,14 +8,13 @@ the modes' ``finally`` blocks on every one of these paths.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from typing import IO, Any, Optional
 
 from .cli import InfoRequest, parse
 from .report import PyncError, Reporter, strerror
-from .streams import StdioStream
+from .streams import StdioStream, write_all
 
 
 class Terminated(BaseException):
@@ -45,7 +44,7 @@ def run(argv: list[str], *, stdin: Optional[IO[Any]] = None,
     try:
         opts = parse(argv)
     except InfoRequest as info:
-        _write_all(out_fd, info.text.encode())
+        write_all(out_fd, info.text.encode())
         return 0
     except PyncError as err:
         report.error(err)
@@ -74,14 +73,6 @@ def run(argv: list[str], *, stdin: Optional[IO[Any]] = None,
     except Terminated as term:
         return 128 + term.signum
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-    except OSError:
-        pass
 
 
 def _raise_terminated(signum: int, frame: object) -> None:

@@ -167,6 +167,16 @@ class DatagramStream(Stream):
         self.sock.close()
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Blocking write of everything to fd; a closed reader is ignored (EPIPE)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass
+
+
 def _shutdown(sock: socket.socket, how: int) -> None:
     try:
         sock.shutdown(how)
