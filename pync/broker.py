@@ -71,7 +71,8 @@ class Broker:
         self.max_conns = opts.max_conns or DEFAULT_MAX_CONNS
         self.clients: dict[int, Client] = {}
         self.sel = selectors.DefaultSelector()
-        self.stdin_fd = local.read_fd
+        self.stdin_fd = None if opts.recv_only else local.read_fd
+        self.to_stdout = not opts.send_only
         self.stdin_always_ready = False
         self.stdin_line = bytearray()
 
@@ -208,7 +209,7 @@ class Broker:
     def _deliver(self, data: bytes, skip: Optional[Client] = None,
                  to_stdout: bool = True) -> None:
         """Queue data for every client but skip (and write it to stdout)."""
-        if to_stdout and self.local.write_fd is not None:
+        if to_stdout and self.to_stdout and self.local.write_fd is not None:
             write_all(self.local.write_fd, data)
         for client in list(self.clients.values()):
             if client is skip:

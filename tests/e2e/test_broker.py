@@ -201,3 +201,29 @@ def test_send_only_and_recv_only():
 def test_bad_combinations(argv, message):
     r = run_pync(*argv)
     assert (r.returncode, r.stderr) == (1, f"pync: {message}\n".encode())
+
+
+def test_broker_send_only_and_recv_only():
+    room, port = start_room("--broker", "--recv-only")
+    a, b = client(port), client(port)
+    room.wait_stderr(r"(?:Connection received[^\n]*\n){2}")
+    room.send(b"stdin is not read\n")
+    a.sendall(b"to b\n")
+    assert read_until(b, b"to b\n") == b"to b\n"  # nothing from the room's stdin first
+    room.wait_stdout(r"to b\n")
+    for s in (a, b):
+        s.close()
+    room.p.terminate()
+    room.wait()
+    quiet, port = start_room("--broker", "--send-only")
+    a, b = client(port), client(port)
+    quiet.wait_stderr(r"(?:Connection received[^\n]*\n){2}")
+    quiet.send(b"to all\n")
+    assert read_until(a, b"to all\n") == b"to all\n"
+    a.sendall(b"for b only\n")
+    assert read_until(b, b"for b only\n").endswith(b"for b only\n")
+    quiet.p.terminate()
+    quiet.wait()
+    assert bytes(quiet.out) == b""
+    for s in (a, b):
+        s.close()
