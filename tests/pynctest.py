@@ -194,26 +194,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_listening(port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT) -> None:
-    """Poll-connect until a third-party listener accepts (bounded).
-
-    Only for tools whose readiness cannot be read from their output; the
-    probe connection is closed at once, so use it with listeners that keep
-    listening (-k, or servers).
-    """
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 def filtered_port(keep: list[socket.socket]) -> int:
     """A port on 127.0.0.1 that never answers: a listener whose accept queue
     is full drops new SYNs, as a firewall would.  Its sockets go into keep

@@ -17,7 +17,6 @@ from pynctest import (
     pync_cmd,
     run_pync,
     start_listener,
-    wait_listening,
 )
 from pynctest import require_tool as tool
 
@@ -33,18 +32,6 @@ def test_pync_client_to_nc_listener():
     assert bytes(listener.out) == PAYLOAD
 
 
-def test_nc_client_to_pync_listener():
-    nc = tool("nc")
-    listener, port = start_listener("-N")
-    listener.send(b"greetings from pync\n")
-    listener.close_stdin()
-    r = subprocess.run([nc, "-N", "127.0.0.1", str(port)], input=PAYLOAD,
-                       capture_output=True, timeout=TIMEOUT)
-    assert listener.wait() == 0 and r.returncode == 0
-    assert bytes(listener.out) == PAYLOAD
-    assert r.stdout == b"greetings from pync\n"
-
-
 def test_pync_client_to_ncat_listener():
     ncat = tool("ncat")
     port = free_port()
@@ -55,25 +42,25 @@ def test_pync_client_to_ncat_listener():
     assert bytes(listener.out) == PAYLOAD
 
 
-def test_ncat_client_to_pync_listener():
-    ncat = tool("ncat")
+@pytest.mark.parametrize("peer, flags", [("nc", ["-N"]), ("ncat", [])])
+def test_peer_client_to_pync_listener(peer, flags):
+    path = tool(peer)
     listener, port = start_listener("-N")
-    listener.send(b"to ncat\n")
+    listener.send(b"greetings from pync\n")
     listener.close_stdin()
-    r = subprocess.run([ncat, "127.0.0.1", str(port)], input=PAYLOAD,
+    r = subprocess.run([path, *flags, "127.0.0.1", str(port)], input=PAYLOAD,
                        capture_output=True, timeout=TIMEOUT)
     assert listener.wait() == 0 and r.returncode == 0
     assert bytes(listener.out) == PAYLOAD
-    assert r.stdout == b"to ncat\n"
+    assert r.stdout == b"greetings from pync\n"
 
 
 def test_socat_both_roles(sock_dir):
     socat = tool("socat")
     # socat listens, pync sends
-    port = free_port()
-    listener = Proc([socat, "-u", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", "STDOUT"],
-                    stdin=subprocess.DEVNULL)
-    _wait_for_port(port)
+    listener = Proc([socat, "-d", "-d", "-u", "TCP-LISTEN:0,bind=127.0.0.1,reuseaddr",
+                     "STDOUT"], stdin=subprocess.DEVNULL)
+    port = int(listener.wait_stderr(r"listening on AF=2 127\.0\.0\.1:(\d+)").group(1))
     r = run_pync("-N", "127.0.0.1", str(port), input=PAYLOAD)
     assert listener.wait() == 0 and r.returncode == 0
     assert bytes(listener.out) == PAYLOAD
@@ -85,23 +72,6 @@ def test_socat_both_roles(sock_dir):
                        capture_output=True, timeout=TIMEOUT)
     assert plistener.wait() == 0 and s.returncode == 0
     assert bytes(plistener.out) == PAYLOAD
-
-
-def _wait_for_port(port: int) -> None:
-    """socat prints nothing when listening: watch /proc/net/tcp (bounded).
-
-    A probe connection would be taken as socat's one client, so look instead.
-    """
-    import time
-
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        with open("/proc/net/tcp") as f:
-            rows = [line.split() for line in f.readlines()[1:]]
-        if any(r[1].endswith(f":{port:04X}") and r[3] == "0A" for r in rows):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"nothing listening on {port}")
 
 
 def test_curl_against_pync_listener():
@@ -122,16 +92,14 @@ def test_curl_against_pync_listener():
 
 def test_http_get_by_hand_with_C(tmp_path):
     (tmp_path / "index.txt").write_bytes(b"served file\n")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                               str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = Proc([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+                  stdin=subprocess.DEVNULL, cwd=tmp_path)
     try:
-        wait_listening(port)
-        r = run_pync("-C", "127.0.0.1", str(port), input=b"GET /index.txt HTTP/1.0\n\n")
+        port = server.wait_stdout(r"Serving HTTP on \S+ port (\d+)").group(1).decode()
+        r = run_pync("-C", "127.0.0.1", port, input=b"GET /index.txt HTTP/1.0\n\n")
     finally:
-        server.terminate()
-        server.wait(TIMEOUT)
+        server.p.terminate()
+        server.wait()
     assert r.returncode == 0
     assert r.stdout.startswith(b"HTTP/1.0 200 OK\r\n")
     assert r.stdout.endswith(b"\r\n\r\nserved file\n")
