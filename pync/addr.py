@@ -126,3 +126,15 @@ def unix_address(path: str) -> str:
     if path.startswith("@"):
         return "\0" + path[1:]
     return path
+
+
+def peer_ip(peer: object) -> str:
+    """The address of an accepted or datagram peer; "" for a UNIX peer."""
+    return str(peer[0]) if isinstance(peer, tuple) else ""
+
+
+def describe_peer(peer: object, numeric: bool, unix_path: Optional[str]) -> str:
+    """``host port`` as nc prints a peer; a UNIX peer shows its (or our) path."""
+    if not isinstance(peer, tuple):
+        return peer if isinstance(peer, str) and peer else unix_path or ""
+    return f"{display_host(peer, numeric)} {peer[1]}"

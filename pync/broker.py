@@ -21,7 +21,7 @@ import socket
 from typing import Optional
 
 from .access import AccessList
-from .addr import display_host
+from .addr import describe_peer, peer_ip
 from .options import Options
 from .report import Reporter
 from .streams import Stream, write_all
@@ -114,15 +114,14 @@ class Broker:
                     self.report.warn(f"accept: {os.strerror(exc.errno)}")
                     return
                 continue  # the client gave up before we took it (ECONNABORTED)
-            ip = peer[0] if isinstance(peer, tuple) else ""
+            ip = peer_ip(peer)
             if not self.access.permits(ip):
                 self._refuse(sock, f"not allowed ({ip})")
                 continue
             if len(self.clients) >= self.max_conns:
                 self._refuse(sock, f"connection limit reached ({self.max_conns})")
                 continue
-            where = (f"{display_host(peer, self.opts.numeric)} {peer[1]}"
-                     if isinstance(peer, tuple) else self.opts.unix_path or "")
+            where = describe_peer(peer, self.opts.numeric, self.opts.unix_path)
             sock.setblocking(False)
             client = Client(sock, where)
             self.clients[client.fd] = client

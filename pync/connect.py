@@ -15,7 +15,7 @@ import tempfile
 from typing import Optional
 
 from . import sockopts
-from .addr import numeric_host, resolve, resolve_local, service_name, unix_address
+from .addr import numeric_host, resolve, service_name, unix_address
 from .options import IPPROTO_DCCP, Options
 from .report import PyncError, Reporter, strerror
 from .session import relay_session
@@ -61,7 +61,7 @@ def open_connection(opts: Options, host: str, port: int, report: Reporter,
         ip = numeric_host(sockaddr)
         sock = new_socket(family, socktype, IPPROTO_DCCP if opts.dccp else proto)
         try:
-            _bind_source(sock, opts, family)
+            sockopts.bind_source(sock, opts, family)
             sockopts.apply(sock, family, opts, md5_key)
             sock.settimeout(opts.wait if opts.wait else None)
             sock.connect(sockaddr)
@@ -75,19 +75,6 @@ def open_connection(opts: Options, host: str, port: int, report: Reporter,
         return sock, ip
     return None
 
-
-def _bind_source(sock: socket.socket, opts: Options, family: int) -> None:
-    """-s address and -p port for the local end of an outgoing connection."""
-    if opts.source_addr is None and opts.source_port is None:
-        return
-    info = resolve_local(opts.source_addr, opts.source_port, family,
-                         sock.type, opts.numeric)
-    if opts.source_port is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(info[0][4])
-    except OSError as exc:
-        raise PyncError(f"bind failed: {strerror(exc)}") from None
 
 
 def _connect_unix(opts: Options, local: Stream, report: Reporter) -> int:

@@ -19,7 +19,7 @@ from typing import Optional
 
 from . import sockopts
 from .access import AccessList
-from .addr import display_host, resolve_local
+from .addr import describe_peer, display_host, peer_ip, resolve_local
 from .broker import Broker
 from .buffers import DATAGRAM_MAX
 from .options import IPPROTO_DCCP, Options
@@ -52,12 +52,12 @@ def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
             return _datagram_session(server, opts, local, report, access)
         while True:
             conn, peer = server.accept()
-            ip = peer[0] if isinstance(peer, tuple) else ""
+            ip = peer_ip(peer)
             if not access.permits(ip):
                 conn.close()
                 report.denied(f"not allowed ({ip})")
                 continue
-            where = _describe_peer(peer, opts)
+            where = describe_peer(peer, opts.numeric, opts.unix_path)
             report.received(where)
             status = relay_session(conn, _label(where, opts), local, opts, report)
             if not opts.keep_open:
@@ -66,13 +66,6 @@ def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
         server.close()
         if cleanup is not None:
             cleanup.remove()
-
-
-def _describe_peer(peer, opts: Options) -> str:
-    """``host port`` as nc prints a peer; a UNIX peer shows the socket path."""
-    if opts.unix:
-        return peer if isinstance(peer, str) and peer else opts.unix_path or ""
-    return f"{display_host(peer, opts.numeric)} {peer[1]}"
 
 
 def _label(where: str, opts: Options) -> str:
@@ -95,11 +88,11 @@ def _datagram_session(server: socket.socket, opts: Options, local: Stream,
                              accept_from=access.permits if access.active else None)
     while True:
         data, peer = server.recvfrom(DATAGRAM_MAX)
-        ip = peer[0] if isinstance(peer, tuple) else ""
+        ip = peer_ip(peer)
         if access.permits(ip):
             break
         report.denied(f"not allowed ({ip})")
-    where = _describe_peer(peer, opts)
+    where = describe_peer(peer, opts.numeric, opts.unix_path)
     report.received(where)
     connected = bool(peer)  # an unbound UNIX sender has no address to answer
     if connected:

@@ -66,9 +66,8 @@ class RelayConfig:
 class Direction:
     """One way through the relay: source -> bounded buffer -> destination."""
 
-    def __init__(self, name: str, src: Stream, dst: Stream, transform: bool,
+    def __init__(self, src: Stream, dst: Stream, transform: bool,
                  src_open: bool = True) -> None:
-        self.name = name
         self.src = src
         self.dst = dst
         self.src_open = src_open and src.read_fd is not None
@@ -100,10 +99,10 @@ class Relay:
         self.net = net
         self.cfg = config
         self.report = reporter
-        self.up = Direction("up", local, net, config.crlf or config.interval > 0,
+        self.up = Direction(local, net, config.crlf or config.interval > 0,
                             src_open=not config.no_stdin)
         try:
-            self.down = Direction("down", net, local, False)
+            self.down = Direction(net, local, False)
         except BaseException:
             self.up.buf.close()
             raise

@@ -35,7 +35,6 @@ from .addr import (
     AddrInfo,
     numeric_host,
     resolve,
-    resolve_local,
     service_name,
     unix_address,
 )
@@ -85,7 +84,8 @@ class Scanner:
         self.udp = opts.udp
         wait = opts.wait if opts.wait else (UDP_DEFAULT_WAIT if self.udp else DEFAULT_WAIT)
         self.timeout = float(wait)
-        self.window = 1 if opts.interval else _window()
+        # -i paces probes; one -p source port cannot be used twice at once
+        self.window = 1 if opts.interval or opts.source_port else _window()
         self.probe_data = opts.udp_probe or b""
         self.has_sockopts = _has_sockopts(opts)
         self.epoll = select.epoll()
@@ -197,13 +197,8 @@ class Scanner:
         return errno.EINPROGRESS  # now wait for a reply, an error or silence
 
     def _prepare(self, sock: socket.socket, family: int) -> None:
-        opts = self.opts
-        if opts.source_addr is not None or opts.source_port is not None:
-            info = resolve_local(opts.source_addr, opts.source_port, family, sock.type,
-                                 opts.numeric)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(info[0][4])
-        sockopts.apply(sock, family, opts)
+        sockopts.bind_source(sock, self.opts, family)
+        sockopts.apply(sock, family, self.opts)
 
     def _event(self, probe: Probe) -> None:
         sock = probe.sock

@@ -13,6 +13,7 @@ import socket
 import struct
 from typing import Optional
 
+from .addr import resolve_local
 from .options import Options
 from .report import PyncError, strerror
 
@@ -29,6 +30,20 @@ def new_socket(family: int, socktype: int, proto: int = 0) -> socket.socket:
         return socket.socket(family, socktype, proto)
     except OSError as exc:
         raise PyncError(strerror(exc)) from None
+
+
+def bind_source(sock: socket.socket, opts: Options, family: int) -> None:
+    """-s address and -p port for the local end of an outgoing connection."""
+    if opts.source_addr is None and opts.source_port is None:
+        return
+    info = resolve_local(opts.source_addr, opts.source_port, family,
+                         sock.type, opts.numeric)
+    if opts.source_port is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(info[0][4])
+    except OSError as exc:
+        raise PyncError(f"bind failed: {strerror(exc)}") from None
 
 
 def _set(sock: socket.socket, level: int, name: int, value: int,

@@ -17,6 +17,8 @@ import socket
 import stat
 from typing import Callable, Optional
 
+from .addr import peer_ip
+
 
 class Stream:
     """One end of a session: read_fd is read from, write_fd written to."""
@@ -145,8 +147,7 @@ class DatagramStream(Stream):
             n = self.sock.recv_into(buf)
         else:
             n, peer = self.sock.recvfrom_into(buf)
-            ip = peer[0] if isinstance(peer, tuple) else ""
-            if self.accept_from is not None and not self.accept_from(ip):
+            if self.accept_from is not None and not self.accept_from(peer_ip(peer)):
                 raise BlockingIOError  # a refused sender: dropped
             self.peer = peer
         if n == 0:
