@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterable
 from typing import Optional, Union
 
-from .report import PyncError, strerror
+from .report import PyncError, gai_strerror, strerror
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -42,7 +42,8 @@ def _networks(entry: str) -> list[Network]:
     try:
         infos = socket.getaddrinfo(entry, None, 0, socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
-        raise PyncError(f"cannot resolve access list entry {entry!r}: {strerror(exc)}") from None
+        raise PyncError(f"cannot resolve access list entry {entry!r}: "
+                        f"{gai_strerror(exc)}") from None
     return [ipaddress.ip_network(info[4][0].split("%")[0]) for info in infos]
 
 

@@ -197,6 +197,8 @@ def test_send_only_and_recv_only():
     (["--send-only", "--recv-only", "h", "1"], "cannot use --send-only and --recv-only"),
     (["-l", "--chat", "-u", "1"], "cannot use --broker or --chat with -u"),
     (["-l", "--max-conns", "0", "1"], "max-conns too small: 0"),
+    (["-l", "--allow", "no-such-host.invalid", "0"],
+     "cannot resolve access list entry 'no-such-host.invalid': Name or service not known"),
 ])
 def test_bad_combinations(argv, message):
     r = run_pync(*argv)
