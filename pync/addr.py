@@ -92,6 +92,22 @@ def resolve_local(host: Optional[str], port: Optional[str], family: int,
         raise PyncError(f"getaddrinfo: {gai_strerror(exc)}") from None
 
 
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """-x ``host[:port]``, ``[v6addr]:port``, ``[v6addr]`` or a bare IPv6 address."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise PyncError(f"invalid proxy address: {text}")
+        port_text = rest[1:] or None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None  # a name, IPv4, or an unbracketed IPv6 address
+    if not host:
+        raise PyncError(f"invalid proxy address: {text}")
+    return host, parse_port(port_text) if port_text else default_port
+
+
 def numeric_host(sockaddr: tuple) -> str:
     """The address part of an IPv4/IPv6 sockaddr, without scope noise."""
     return str(sockaddr[0])

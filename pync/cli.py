@@ -23,7 +23,7 @@ from .numbers import strtonum
 from .options import Options, check_rules
 from .report import HELP_SUMMARY, USAGE, PyncError, UsageError
 
-SHORT = "46bCDdFhI:i:klM:m:NnO:P:p:q:rSs:T:tUuV:vW:w:X:x:Zz"
+SHORT = "46bCc:Dde:FhI:i:klM:m:NnO:o:P:p:q:rSs:T:tUuV:vW:w:X:x:Zz"
 
 # long name -> short letter; a trailing "=" marks options that take a value.
 LONG: dict[str, str] = {
@@ -36,11 +36,21 @@ LONG: dict[str, str] = {
     "tos=": "T", "telnet": "t", "unixsock": "U", "udp": "u",
     "rtable=": "V", "verbose": "v", "recv-limit=": "W", "wait=": "w",
     "proxy-type=": "X", "proxy=": "x", "dccp": "Z", "zero": "z",
+    # ncat's letters and names for what OpenBSD nc lacks:
+    "exec=": "e", "sh-exec=": "c", "output=": "o",
     # long options of pync's own (ncat's names), without a short letter:
     "version": "", "udp-probe=": "", "broker": "", "chat": "", "allow=": "",
     "allowfile=": "", "deny=": "", "denyfile=": "", "max-conns=": "",
-    "send-only": "", "recv-only": "",
+    "send-only": "", "recv-only": "", "hex-dump=": "", "append-output": "",
+    "proxy-auth=": "", "proxy-dns=": "",
+    "ssl": "", "ssl-cert=": "", "ssl-key=": "", "ssl-trustfile=": "",
+    "ssl-verify": "", "ssl-insecure": "", "ssl-servername=": "",
+    "ssl-alpn=": "", "ssl-ciphers=": "", "ssl-pin=": "",
 }
+
+# -X values, with ncat's --proxy-type names as aliases.
+PROXY_TYPES = {"4": "4", "5": "5", "connect": "connect", "socks4": "4",
+               "socks4a": "4", "socks5": "5", "http": "connect"}
 
 INT_MAX = 2**31 - 1
 UINT_MAX = 2**32 - 1
@@ -162,8 +172,8 @@ def parse(argv: list[str]) -> Options:
     return _with_ports(opts, args)
 
 
-_LONG_ONLY = {"--udp-probe", "--broker", "--chat", "--allow", "--allowfile", "--deny",
-              "--denyfile", "--max-conns", "--send-only", "--recv-only"}
+_LONG_ONLY = {"--" + name.rstrip("=") for name, letter in LONG.items()
+              if not letter and name != "version"}
 
 
 def _long_only(opt: str, val: str, kw: dict[str, object], lists: dict[str, list[str]]) -> None:
@@ -175,8 +185,34 @@ def _long_only(opt: str, val: str, kw: dict[str, object], lists: dict[str, list[
         kw["udp_probe"] = os.fsencode(val)
     elif name == "max-conns":
         kw["max_conns"] = _number(val, 1, INT_MAX, "max-conns")
-    else:  # broker, chat, send-only, recv-only
+    elif name == "proxy-auth":
+        user, sep, password = val.partition(":")
+        kw["proxy_user"] = user
+        if sep:
+            kw["proxy_password"] = password
+    elif name == "proxy-dns":
+        if val not in ("local", "remote"):
+            raise PyncError(f"--proxy-dns must be local or remote: {val}")
+        kw["proxy_dns"] = val
+    elif name == "ssl-pin":
+        kw["ssl_pin"] = parse_pin(val)
+    elif name.startswith("ssl"):
+        kw[name.replace("-", "_")] = val if name + "=" in LONG else True
+        kw["ssl"] = True  # every --ssl-* option asks for TLS
+    elif name == "hex-dump":
+        kw["hex_dump"] = val
+    else:  # broker, chat, send-only, recv-only, append-output
         kw[name.replace("-", "_")] = True
+
+
+def parse_pin(text: str) -> str:
+    """--ssl-pin sha256:HEX (colons allowed, any case) -> 64 lower-case hex digits."""
+    kind, _, digest = text.partition(":")
+    digest = digest.replace(":", "").lower()
+    if (kind.lower() != "sha256" or len(digest) != 64
+            or any(c not in "0123456789abcdef" for c in digest)):
+        raise PyncError(f"--ssl-pin must be sha256: and 64 hex digits: {text}")
+    return digest
 
 
 _FLAGS = {
@@ -209,9 +245,9 @@ def _value_option(letter: str, val: str, kw: dict[str, object]) -> None:
     elif letter == "T":
         kw["tos"] = parse_tos(val)
     elif letter == "X":
-        if val.lower() not in ("4", "5", "connect"):
+        if val.lower() not in PROXY_TYPES:
             raise PyncError("unsupported proxy protocol")
-        kw["proxy_type"] = val.lower()
+        kw["proxy_type"] = PROXY_TYPES[val.lower()]
     elif letter == "V":
         raise PyncError("no alternate routing table support available")
     elif letter == "x":
@@ -222,6 +258,25 @@ def _value_option(letter: str, val: str, kw: dict[str, object]) -> None:
         kw["source_port"] = val
     elif letter == "s":
         kw["source_addr"] = val
+    elif letter == "e":
+        kw["exec_argv"] = _split_command(val)
+    elif letter == "c":
+        kw["exec_argv"] = ("/bin/sh", "-c", val)
+    elif letter == "o":
+        kw["output"] = val
+
+
+def _split_command(text: str) -> tuple[str, ...]:
+    """-e PROG [ARGS]: split as a shell would, but never run a shell."""
+    import shlex  # only -e needs it
+
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise PyncError(f"-e: {exc}: {text}") from None
+    if not argv:
+        raise PyncError("-e: empty command")
+    return argv
 
 
 def _ttl(val: str, what: str) -> int:

@@ -1,9 +1,14 @@
-"""Client mode: connect to each port given, and relay stdio over it.
+"""Client mode: connect to each port given, and relay stdio over it (or pass it on, with -F).
 
 As nc: every address getaddrinfo returns is tried in order until one
 connects (failures are reported under -v), ``-s``/``-p`` bind the local end,
 ``-w`` bounds each connect, and with several ports each is connected and
 relayed in turn.  Exit 0 if any connection succeeded.
+
+With ``-x`` the connection goes through a proxy (``-X 4``, ``5`` — the
+default — or ``connect``): pync connects to the proxy, runs the handshake
+from proxy.py, and the bytes that followed the proxy's reply are the first
+the session delivers.
 """
 
 from __future__ import annotations
@@ -15,19 +20,18 @@ import tempfile
 from typing import Optional
 
 from . import sockopts
-from .addr import numeric_host, resolve, service_name, unix_address
+from .addr import numeric_host, resolve, service_name, split_host_port, unix_address
 from .options import IPPROTO_DCCP, Options
-from .report import PyncError, Reporter, strerror
-from .session import relay_session
+from .report import PyncError, Reporter, ask_secret, strerror
+from .session import SessionKit, relay_session
 from .sockopts import new_socket
-from .streams import Stream
 from .unixsock import SocketFile, bind_unix
 
 
-def run_connect(opts: Options, local: Stream, report: Reporter) -> int:
+def run_connect(opts: Options, kit: SessionKit, report: Reporter) -> int:
     """Connect mode; returns the exit status."""
     if opts.unix:
-        return _connect_unix(opts, local, report)
+        return _connect_unix(opts, kit, report)
     md5_key = sockopts.read_md5_password() if opts.md5sig else None
     ports = list(opts.ports)
     if opts.randomize:
@@ -35,18 +39,123 @@ def run_connect(opts: Options, local: Stream, report: Reporter) -> int:
     status = 1
     failed = False
     assert opts.host is not None
+    proxy = Proxy(opts) if opts.proxy else None
     for port in ports:
-        opened = open_connection(opts, opts.host, port, report, md5_key)
-        if opened is None:
-            continue
-        sock, ip = opened
+        leftover = b""
+        if proxy is not None:
+            opened = proxy.connect(opts.host, port, report, md5_key)
+            if opened is None:
+                continue
+            sock, leftover = opened
+            ip = opts.host  # nc names the destination as given: the proxy resolved it
+        else:
+            direct = open_connection(opts, opts.host, port, report, md5_key)
+            if direct is None:
+                continue
+            sock, ip = direct
         status = 0
         report.connect_succeeded(opts.host, ip, port, opts.proto_name,
                                  service_name(port, opts.proto_name, opts.numeric))
+        if opts.fd_pass:
+            return pass_socket(sock, kit)
         label = f"{ip} port {port} ({opts.proto_name})"
-        if relay_session(sock, label, local, opts, report):
+        if relay_session(sock, label, kit, opts, report, server_name=opts.host,
+                         first_data=leftover):
             failed = True
     return 1 if failed else status
+
+
+def pass_socket(sock: socket.socket, kit: SessionKit) -> int:
+    """-F: send the connected socket over stdout (SCM_RIGHTS) and exit 0, as nc."""
+    out_fd = kit.stdio.write_fd
+    try:
+        if out_fd is None:
+            raise PyncError("sendmsg: Bad file descriptor")
+        if os.isatty(out_fd):
+            raise PyncError("Cannot pass file descriptor to tty")
+        try:
+            out = socket.socket(fileno=os.dup(out_fd))
+        except OSError as exc:
+            raise PyncError(f"sendmsg: {strerror(exc)}") from None
+        try:
+            out.setblocking(True)
+            socket.send_fds(out, [b"\0"], [sock.fileno()])
+        except OSError as exc:
+            raise PyncError(f"sendmsg: {strerror(exc)}") from None
+        finally:
+            out.close()
+    finally:
+        sock.close()
+    return 0
+
+
+class Proxy:
+    """-x/-X/-P: reach each destination through one proxy."""
+
+    def __init__(self, opts: Options) -> None:
+        from .proxy import HTTP_PROXY_PORT, SOCKS_PORT
+
+        assert opts.proxy is not None
+        self.opts = opts
+        self.kind = opts.proxy_type or "5"  # nc's default: SOCKS5
+        default = HTTP_PROXY_PORT if self.kind == "connect" else SOCKS_PORT
+        self.host, self.port = split_host_port(opts.proxy, default)
+        self.password = opts.proxy_password
+        if opts.proxy_user is not None and self.password is None:
+            self.password = os.environ.get("PYNC_PROXY_PASSWORD")
+            if self.password is None:
+                self.password = ask_secret(
+                    f"Proxy password for {opts.proxy_user}@{self.host}: ",
+                    "Unable to read proxy passphrase")
+
+    def connect(self, host: str, port: int, report: Reporter,
+                md5_key: Optional[bytes]) -> Optional[tuple[socket.socket, bytes]]:
+        """A socket tunnelled to host:port and the tunnel's first bytes;
+        None if the proxy itself could not be reached (reported under -v)."""
+        from .proxy import ProxyError, new_handshake
+
+        opened = open_connection(self.opts, self.host, self.port, report, md5_key)
+        if opened is None:
+            return None
+        sock = opened[0]
+        try:
+            shake = new_handshake(self.kind, self._destination(host, port), port,
+                                  self.opts.proxy_user, self.password)
+            sock.sendall(shake.start())
+            while not shake.done:
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    raise PyncError("proxy handshake timed out") from None
+                except OSError as exc:
+                    shake.eof(strerror(exc))
+                    raise  # eof() always raises; for the type checker
+                if not data:
+                    shake.eof()
+                reply = shake.feed(data)
+                if reply:
+                    sock.sendall(reply)
+        except ProxyError as exc:
+            sock.close()
+            raise PyncError(str(exc)) from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock, shake.leftover
+
+    def _destination(self, host: str, port: int) -> str:
+        """The name the proxy is given, or the address pync resolved for it.
+
+        As nc: SOCKS4 resolves here (SOCKS4a, with --proxy-dns remote, lets
+        the proxy do it); SOCKS5 and HTTP CONNECT pass the name on
+        (--proxy-dns local resolves here).
+        """
+        dns = self.opts.proxy_dns or ("local" if self.kind == "4" else "remote")
+        if dns == "remote":
+            return host
+        family = socket.AF_INET if self.kind == "4" else self.opts.family
+        info = resolve(host, port, family, socket.SOCK_STREAM, self.opts.numeric)
+        return numeric_host(info[0][4])
 
 
 def open_connection(opts: Options, host: str, port: int, report: Reporter,
@@ -77,7 +186,7 @@ def open_connection(opts: Options, host: str, port: int, report: Reporter,
 
 
 
-def _connect_unix(opts: Options, local: Stream, report: Reporter) -> int:
+def _connect_unix(opts: Options, kit: SessionKit, report: Reporter) -> int:
     """-U path: connect to a UNIX-domain socket (``@name``: abstract).
 
     With -u the socket is a datagram one, and it needs an address of its own
@@ -111,7 +220,9 @@ def _connect_unix(opts: Options, local: Stream, report: Reporter) -> int:
         sock.close()
         raise
     try:
-        return relay_session(sock, opts.unix_path, local, opts, report)
+        if opts.fd_pass:
+            return pass_socket(sock, kit)
+        return relay_session(sock, opts.unix_path, kit, opts, report)
     finally:
         if own:
             own.remove()

@@ -15,7 +15,7 @@ stays unconnected, hears every sender and answers the latest.
 from __future__ import annotations
 
 import socket
-from typing import Optional
+from typing import Callable, Optional
 
 from . import sockopts
 from .access import AccessList
@@ -24,9 +24,8 @@ from .broker import Broker
 from .buffers import DATAGRAM_MAX
 from .options import IPPROTO_DCCP, Options
 from .report import PyncError, Reporter, strerror
-from .session import relay_session
+from .session import SessionKit, relay_session
 from .sockopts import new_socket
-from .streams import Stream
 from .unixsock import SocketFile, bind_unix
 
 BACKLOG = 5
@@ -37,7 +36,7 @@ def _backlog(opts: Options) -> int:
     return socket.SOMAXCONN if opts.brokering else BACKLOG
 
 
-def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
+def run_listen(opts: Options, kit: SessionKit, report: Reporter) -> int:
     """Listen mode; returns the exit status of the last session."""
     cleanup: Optional[SocketFile] = None
     if opts.unix:
@@ -47,25 +46,66 @@ def run_listen(opts: Options, local: Stream, report: Reporter) -> int:
     access = AccessList(opts.allow, opts.deny)
     try:
         if opts.brokering:
-            return Broker(server, opts, local, report, access).run()
+            return Broker(server, opts, kit.stdio, report, access).run()
         if opts.udp:
-            return _datagram_session(server, opts, local, report, access)
+            return _datagram_session(server, opts, kit, report, access)
+        return _serve_streams(server, opts, kit, report, access)
+    finally:
+        server.close()
+        if cleanup is not None:
+            cleanup.remove()
+
+
+def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
+                   report: Reporter, access: AccessList) -> int:
+    """Accept connections: one session, or (-k) one after another.
+
+    With -k and -e/-c the sessions run at once, each in a forked worker.
+    Under -k a session that fails (a TLS handshake, say) is reported and the
+    listener goes on.
+    """
+    workers = None
+    if opts.keep_open and opts.exec_argv:
+        from .process import SessionWorkers
+        workers = SessionWorkers(opts.max_conns)
+    try:
         while True:
+            if workers is not None:
+                workers.reap()
             conn, peer = server.accept()
             ip = peer_ip(peer)
             if not access.permits(ip):
                 conn.close()
                 report.denied(f"not allowed ({ip})")
                 continue
+            if workers is not None and workers.full:
+                conn.close()
+                report.denied(f"connection limit reached ({opts.max_conns})")
+                continue
             where = describe_peer(peer, opts.numeric, opts.unix_path)
             report.received(where)
-            status = relay_session(conn, _label(where, opts), local, opts, report)
+
+            def session(conn: socket.socket = conn, where: str = where) -> int:
+                try:
+                    return relay_session(conn, _label(where, opts), kit, opts, report)
+                except PyncError as err:
+                    report.error(err)
+                    return 1
+
+            if workers is not None:
+                def in_worker(session: Callable[[], int] = session) -> int:
+                    server.close()  # the worker serves its one connection
+                    return session()
+
+                workers.start(in_worker)
+                conn.close()
+                continue
+            status = session()
             if not opts.keep_open:
                 return status
     finally:
-        server.close()
-        if cleanup is not None:
-            cleanup.remove()
+        if workers is not None:
+            workers.stop()
 
 
 def _label(where: str, opts: Options) -> str:
@@ -76,7 +116,7 @@ def _label(where: str, opts: Options) -> str:
     return f"{host} port {port} ({opts.proto_name})"
 
 
-def _datagram_session(server: socket.socket, opts: Options, local: Stream,
+def _datagram_session(server: socket.socket, opts: Options, kit: SessionKit,
                       report: Reporter, access: AccessList) -> int:
     """-u -l: the first sender becomes the peer; with -k, every sender is heard.
 
@@ -84,7 +124,7 @@ def _datagram_session(server: socket.socket, opts: Options, local: Stream,
     """
     if opts.keep_open:
         where = opts.unix_path or "" if opts.unix else "any sender"
-        return relay_session(server, where, local, opts, report, connected=False,
+        return relay_session(server, where, kit, opts, report, connected=False,
                              accept_from=access.permits if access.active else None)
     while True:
         data, peer = server.recvfrom(DATAGRAM_MAX)
@@ -97,7 +137,7 @@ def _datagram_session(server: socket.socket, opts: Options, local: Stream,
     connected = bool(peer)  # an unbound UNIX sender has no address to answer
     if connected:
         server.connect(peer)
-    return relay_session(server, _label(where, opts), local, opts, report,
+    return relay_session(server, _label(where, opts), kit, opts, report,
                          connected=connected, first_data=data)
 
 

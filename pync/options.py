@@ -13,16 +13,6 @@ from typing import Optional
 
 from .report import PyncError
 
-# Flags parsed for compatibility whose feature a later release brings.
-# Using one is an error (never silently ignored): ``pync: -X: not implemented yet``.
-NOT_YET = {
-    "proxy_type": "-X",
-    "proxy": "-x",
-    "proxy_user": "-P",
-    "telnet": "-t",
-    "fd_pass": "-F",
-}
-
 
 @dataclass(frozen=True)
 class Options:
@@ -71,6 +61,22 @@ class Options:
     max_conns: Optional[int] = None       # --max-conns
     send_only: bool = False               # --send-only
     recv_only: bool = False               # --recv-only
+    exec_argv: Optional[tuple[str, ...]] = None  # -e PROG / -c CMD (as sh -c CMD)
+    proxy_password: Optional[str] = None  # --proxy-auth user:PASS (else asked for)
+    proxy_dns: Optional[str] = None       # --proxy-dns local|remote (default: as nc)
+    output: Optional[str] = None          # -o FILE: raw dump of both directions
+    hex_dump: Optional[str] = None        # --hex-dump FILE
+    append_output: bool = False           # --append-output: append to the dump files
+    ssl: bool = False                     # --ssl
+    ssl_cert: Optional[str] = None        # --ssl-cert FILE (PEM)
+    ssl_key: Optional[str] = None         # --ssl-key FILE (PEM)
+    ssl_trustfile: Optional[str] = None   # --ssl-trustfile FILE: more trust anchors
+    ssl_verify: bool = False              # --ssl-verify: (server) require client certs
+    ssl_insecure: bool = False            # --ssl-insecure: no verification at all
+    ssl_servername: Optional[str] = None  # --ssl-servername NAME (SNI and the name checked)
+    ssl_alpn: Optional[str] = None        # --ssl-alpn p1,p2
+    ssl_ciphers: Optional[str] = None     # --ssl-ciphers OpenSSL cipher list
+    ssl_pin: Optional[str] = None         # --ssl-pin sha256:HEX (lower-case hex, no colons)
 
     @property
     def brokering(self) -> bool:
@@ -125,6 +131,29 @@ def check_rules(opts: Options) -> None:
         raise PyncError("cannot use --broker or --chat with -u")
     if opts.send_only and opts.recv_only:
         raise PyncError("cannot use --send-only and --recv-only")
-    for name, flag in NOT_YET.items():
-        if getattr(opts, name):
-            raise PyncError(f"{flag}: not implemented yet")
+    _check_power_rules(opts)
+
+
+def _check_power_rules(opts: Options) -> None:
+    """Exec, TLS, dumps and -F: the modes each one cannot serve."""
+    if opts.exec_argv:
+        if opts.zero_io:
+            raise PyncError("cannot use -e/-c with -z")
+        if opts.brokering:
+            raise PyncError("cannot use -e/-c with --broker or --chat")
+        if opts.fd_pass and not opts.listen:
+            raise PyncError("cannot use -e/-c with -F")
+    if opts.ssl:
+        if opts.udp:
+            raise PyncError("cannot use --ssl with -u")
+        if opts.zero_io:
+            raise PyncError("cannot use --ssl with -z")
+        if opts.brokering:
+            raise PyncError("cannot use --ssl with --broker or --chat")
+        if opts.fd_pass and not opts.listen:
+            raise PyncError("cannot use --ssl with -F")
+    if opts.output or opts.hex_dump:
+        if opts.zero_io:
+            raise PyncError("cannot use -o/--hex-dump with -z")
+        if opts.brokering:
+            raise PyncError("cannot use -o/--hex-dump with --broker or --chat")

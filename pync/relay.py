@@ -32,9 +32,9 @@ import errno
 import selectors
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Protocol
 
-from .buffers import DATAGRAM_MAX, UDP_PAYLOAD_MAX, MemoryBuffer, new_buffer
+from .buffers import BUFSIZE, DATAGRAM_MAX, UDP_PAYLOAD_MAX, MemoryBuffer, new_buffer
 from .crlf import CrlfTranslator
 from .report import Reporter
 from .streams import Stream
@@ -61,10 +61,32 @@ class RelayConfig:
     recv_limit: Optional[int] = None       # -W N network reads
     no_stdin: bool = False                 # -d, --recv-only
     send_only: bool = False                # --send-only: network input ignored
+    end_at_local_eof: bool = False         # exec: the child's output ending ends it
+
+
+class TelnetLike(Protocol):
+    def feed(self, data: bytes) -> tuple[bytes, bytes]: ...
+
+
+@dataclass
+class ByteWork:
+    """What a session asks of the relay besides moving bytes.
+
+    Either one makes both directions copy through memory (no splice), since
+    the bytes must be seen.
+    """
+
+    record: Optional[Callable[[bool, bytes], None]] = None  # -o/--hex-dump: (sent, bytes)
+    telnet: Optional[TelnetLike] = None  # -t: network bytes -> (for stdout, replies)
 
 
 class Direction:
-    """One way through the relay: source -> bounded buffer -> destination."""
+    """One way through the relay: source -> bounded buffer -> destination.
+
+    ``process``, when set, sees every chunk read and returns what to queue
+    (-C, -t, dumps).  ``urgent`` holds bytes that go out before the buffer's
+    (telnet replies): short, and never split from a write already begun.
+    """
 
     def __init__(self, src: Stream, dst: Stream, transform: bool,
                  src_open: bool = True) -> None:
@@ -84,31 +106,43 @@ class Direction:
         else:
             self.buf = new_buffer(src, dst, transform)
         self.paused_until = 0.0  # -i: no writing before this time
+        self.process: Optional[Callable[[bytes], bytes]] = None
+        self.scratch: Optional[memoryview] = None  # where process's input is read
+        self.urgent = bytearray()
 
     @property
     def empty(self) -> bool:
-        return self.buf.empty
+        return self.buf.empty and not self.urgent
+
+    def clear(self) -> None:
+        """Drop what is pending: its destination is gone."""
+        self.buf.clear()
+        self.urgent.clear()
 
 
 class Relay:
     """Runs one session between a local Stream and a network Stream."""
 
     def __init__(self, local: Stream, net: Stream, config: RelayConfig,
-                 reporter: Reporter, first_data: bytes = b"") -> None:
+                 reporter: Reporter, first_data: bytes = b"",
+                 work: Optional[ByteWork] = None) -> None:
         self.local = local
         self.net = net
         self.cfg = config
         self.report = reporter
-        self.up = Direction(local, net, config.crlf or config.interval > 0,
+        work = work or ByteWork()
+        seen = work.record is not None
+        self.up = Direction(local, net, config.crlf or config.interval > 0 or seen,
                             src_open=not config.no_stdin)
         try:
-            self.down = Direction(net, local, False)
+            self.down = Direction(net, local, seen or work.telnet is not None)
         except BaseException:
             self.up.buf.close()
             raise
         if config.send_only:
             self.down.dst_open = False  # nothing from the network is wanted
         self.crlf = CrlfTranslator() if config.crlf else None
+        self._set_processing(work)
         self.net_reads = 0
         if first_data:  # a datagram listener's first message, already read
             self.down.buf.append(first_data)
@@ -117,6 +151,30 @@ class Relay:
         self.quit_at: Optional[float] = None    # -q deadline
         self.selector = selectors.PollSelector()
         self.interest: dict[int, int] = {}
+
+    def _set_processing(self, work: ByteWork) -> None:
+        """Give each direction that must see its bytes a ``process`` step."""
+        record, telnet, crlf = work.record, work.telnet, self.crlf
+        if crlf is not None or record is not None:
+            def sending(data: bytes) -> bytes:
+                if crlf is not None:
+                    data = crlf.feed(data)
+                if record is not None:
+                    record(True, data)
+                return data
+            self.up.process = sending
+        if telnet is not None or record is not None:
+            up = self.up
+
+            def receiving(data: bytes) -> bytes:
+                if record is not None:
+                    record(False, data)
+                if telnet is not None:
+                    data, replies = telnet.feed(data)
+                    if replies and up.dst_open:
+                        up.urgent += replies
+                return data
+            self.down.process = receiving
 
     # -- the loop ---------------------------------------------------------
     def run(self) -> int:
@@ -143,19 +201,26 @@ class Relay:
             self._set_interest()
             if timeout is not None and timeout > MAX_WAIT:
                 timeout, idle_wait = MAX_WAIT, False  # poll() takes no more
+            # A TLS end may hold decrypted bytes poll() cannot see.
+            pending = [d for d in (up, down) if d.src_open and d.src.pending()
+                       and self._read_room(d) and d.src.read_fd is not None]
+            if pending:
+                timeout, idle_wait = 0.0, False
             if self.interest:
                 ready = self.selector.select(timeout)
             elif timeout is None:
                 return  # nothing to watch and no deadline: nothing can happen
             else:
                 ready = _wait(timeout)
-            if not ready:
+            if not ready and not pending:
                 if idle_wait:
                     return  # -w: idle too long
                 continue
             events: dict[int, int] = {}
             for key, ev in ready:
                 events[key.fd] = events.get(key.fd, 0) | ev
+            for d in pending:
+                events[d.src.read_fd] = events.get(d.src.read_fd, 0) | EVENT_READ  # type: ignore[index]
             self._read(up, events)
             self._write(up, events)
             self._read(down, events)
@@ -176,6 +241,7 @@ class Relay:
             up.src_open = False  # nowhere to send stdin: stop reading it
         if not down.src_open and down.empty and down.dst_open:
             down.dst_open = False
+            self.local.shutdown_write()  # an exec child sees EOF on its stdin
         if not down.dst_open and down.src_open:
             down.src_open = False  # stdout gone: stop reading the network
             self.net.shutdown_read()
@@ -188,6 +254,8 @@ class Relay:
         if not up.src_open and not down.src_open and drained:
             return True
         if not up.dst_open and not down.dst_open:
+            return True
+        if self.cfg.end_at_local_eof and not up.src_open and up.empty:
             return True
         return bool(self.cfg.end_at_net_eof and not down.src_open and drained)
 
@@ -206,7 +274,7 @@ class Relay:
             return False
         for d in (self.up, self.down):
             d.src_open = d.dst_open = False
-            d.buf.clear()
+            d.clear()
         _wait(self.quit_at - now)  # type: ignore[operator]
         return True
 
@@ -261,11 +329,12 @@ class Relay:
         if not room:
             return
         try:
-            if self.crlf is not None and d is self.up:
-                chunk = bytearray(room)
-                n = d.src.read_into(memoryview(chunk))
+            if d.process is not None:
+                if d.scratch is None:
+                    d.scratch = memoryview(bytearray(BUFSIZE))
+                n = d.src.read_into(d.scratch[:min(room, BUFSIZE)])
                 if n:
-                    d.buf.append(self.crlf.feed(bytes(chunk[:n])))
+                    d.buf.append(d.process(bytes(d.scratch[:n])))
             else:
                 n = d.buf.fill(d.src)
         except (BlockingIOError, InterruptedError):
@@ -300,7 +369,15 @@ class Relay:
         if d.paused_until > time.monotonic():
             return
         by_line = bool(self.cfg.interval) and d is self.up
-        while not d.empty:
+        try:
+            while d.urgent:
+                del d.urgent[:d.dst.write(memoryview(d.urgent))]
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._destination_failed(d, exc)
+            return
+        while not d.buf.empty:
             line = d.buf.first_line_end() if by_line else 0
             try:
                 n = d.buf.drain(d.dst, line or None)
@@ -326,11 +403,11 @@ class Relay:
             self.net.shutdown_read()
             # A reset or refused connection takes nothing more either.
             self.up.dst_open = False
-            self.up.buf.clear()
+            self.up.clear()
 
     def _destination_failed(self, d: Direction, exc: OSError) -> None:
         d.dst_open = False
-        d.buf.clear()
+        d.clear()
         if d is self.up:
             self.report.net_error(f"write to {self.net.label} failed", exc)
         # stdout gone (EPIPE and the like): end quietly, as nc does.

@@ -14,6 +14,7 @@ from typing import IO, Any, Optional
 
 from .cli import InfoRequest, parse
 from .report import PyncError, Reporter, strerror
+from .session import SessionKit
 from .streams import StdioStream, write_all
 
 
@@ -51,17 +52,18 @@ def run(argv: list[str], *, stdin: Optional[IO[Any]] = None,
         return 1
     report.verbose = opts.verbose
     in_fd = None if opts.no_stdin else _fileno(stdin, 0)
-    local = StdioStream(in_fd, out_fd)
     from .connect import run_connect
     from .listen import run_listen
     from .scan import run_scan
 
+    kit = None
     try:
         if opts.zero_io:
             return run_scan(opts, report)
+        kit = SessionKit(StdioStream(in_fd, out_fd), opts, report)
         if opts.listen:
-            return run_listen(opts, local, report)
-        return run_connect(opts, local, report)
+            return run_listen(opts, kit, report)
+        return run_connect(opts, kit, report)
     except PyncError as err:
         report.error(err)
         return 1
@@ -72,6 +74,9 @@ def run(argv: list[str], *, stdin: Optional[IO[Any]] = None,
         return 130
     except Terminated as term:
         return 128 + term.signum
+    finally:
+        if kit is not None:
+            kit.close()
 
 
 

@@ -1,26 +1,59 @@
 """What connect and listen modes share: the relay settings and one session.
 
-Both modes end up with a connected socket and pync's stdio; ``relay_session``
-joins them with the settings the Options ask for.
+Every mode ends up with a connected socket.  ``relay_session`` makes the
+two ends out of it — the network end (plain, datagram or TLS) and the local
+end (pync's stdio, or an -e/-c child) — with the byte work the options ask
+for (-t, -o, --hex-dump) and relays them.  ``SessionKit`` holds what all
+sessions of one run share: stdio, the dump files, the TLS context.
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+from .dump import SessionDump
 from .options import Options
-from .relay import Relay, RelayConfig
+from .relay import ByteWork, Relay, RelayConfig
 from .report import Reporter
-from .streams import DatagramStream, SocketStream, Stream
+from .streams import DatagramStream, SocketStream, StdioStream, Stream
+
+
+class SessionKit:
+    """What every session of one pync run shares."""
+
+    def __init__(self, stdio: StdioStream, opts: Options, report: Reporter) -> None:
+        self.stdio = stdio
+        self.opts = opts
+        self.report = report
+        self.dump = SessionDump(opts) if opts.output or opts.hex_dump else None
+        self._tls_context: Any = None
+        if opts.exec_argv:
+            from .process import check_program
+            check_program(opts.exec_argv)
+
+    def tls_context(self) -> Any:
+        """The SSLContext of this run, built once (a server's may be generated)."""
+        if self._tls_context is None:
+            from . import tls
+            if self.opts.listen:
+                self._tls_context = tls.server_context(self.opts, self.report)
+            else:
+                self._tls_context = tls.client_context(self.opts, self.report)
+        return self._tls_context
+
+    def close(self) -> None:
+        if self.dump is not None:
+            self.dump.close()
 
 
 def relay_config(opts: Options) -> RelayConfig:
     """Translate Options into the relay's terms."""
+    child = opts.exec_argv is not None
     return RelayConfig(
-        end_at_net_eof=opts.listen and not opts.udp,
+        end_at_net_eof=opts.listen and not opts.udp and not child,
         quit_from_stdin_eof=opts.listen or opts.udp,
-        half_close=opts.half_close,
+        half_close=opts.half_close or child,
         quit_after=opts.quit_after_eof if opts.quits_after_eof else None,
         idle_timeout=float(opts.wait) if opts.wait else None,
         interval=float(opts.interval),
@@ -28,24 +61,63 @@ def relay_config(opts: Options) -> RelayConfig:
         recv_limit=opts.recv_limit,
         no_stdin=opts.no_stdin or opts.recv_only,
         send_only=opts.send_only,
+        end_at_local_eof=child,
     )
 
 
-def relay_session(sock: socket.socket, label: str, local: Stream,
+def relay_session(sock: socket.socket, label: str, kit: SessionKit,
                   opts: Options, report: Reporter, *, connected: bool = True,
-                  first_data: bytes = b"",
+                  first_data: bytes = b"", server_name: Optional[str] = None,
                   accept_from: Optional[Callable[[str], bool]] = None) -> int:
-    """Relay stdio over a socket until the session ends; close it.
+    """Relay the local end over a socket until the session ends; close both.
 
     Datagram sockets (-u) relay message by message; ``connected=False`` is
-    a -u -l -k socket that answers whoever sent last.
+    a -u -l -k socket that answers whoever sent last.  With --ssl the
+    handshake happens here (``server_name``: the name a client verifies).
     """
-    net: Stream
-    if sock.type == socket.SOCK_DGRAM:
-        net = DatagramStream(sock, label, connected=connected, accept_from=accept_from)
-    else:
-        net = SocketStream(sock, label)
     try:
-        return Relay(local, net, relay_config(opts), report, first_data).run()
+        net = _network_end(sock, label, kit, opts, report, connected,
+                           server_name, accept_from)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        local = _local_end(sock, kit, opts)
+    except BaseException:
+        net.close()
+        raise
+    work = ByteWork(record=kit.dump.record if kit.dump else None)
+    if opts.telnet:
+        from .telnet import TelnetFilter
+        work.telnet = TelnetFilter()
+    try:
+        return Relay(local, net, relay_config(opts), report, first_data, work).run()
+    except BaseException:
+        if local is not kit.stdio:
+            local.grace = 0.0  # type: ignore[attr-defined]  # interrupted: end the child now
+        raise
     finally:
         net.close()
+        if local is not kit.stdio:
+            local.close()
+
+
+def _network_end(sock: socket.socket, label: str, kit: SessionKit, opts: Options,
+                 report: Reporter, connected: bool, server_name: Optional[str],
+                 accept_from: Optional[Callable[[str], bool]]) -> Stream:
+    if sock.type == socket.SOCK_DGRAM:
+        return DatagramStream(sock, label, connected=connected, accept_from=accept_from)
+    if opts.ssl:
+        from .tls import TlsStream, handshake
+        tls = handshake(sock, kit.tls_context(), opts, report,
+                        server_side=opts.listen, server_name=server_name)
+        return TlsStream(tls, label)
+    return SocketStream(sock, label)
+
+
+def _local_end(sock: socket.socket, kit: SessionKit, opts: Options) -> Stream:
+    """pync's stdio, or a new -e/-c child for this connection."""
+    if opts.exec_argv is None:
+        return kit.stdio
+    from .process import ProcessStream, child_environment
+    return ProcessStream(opts.exec_argv, child_environment(sock, opts.proto_name))

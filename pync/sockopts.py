@@ -7,15 +7,13 @@ set_common_sockopts() does; a failure is fatal with nc's words
 
 from __future__ import annotations
 
-import getpass
-import os
 import socket
 import struct
 from typing import Optional
 
 from .addr import resolve_local
 from .options import Options
-from .report import PyncError, strerror
+from .report import PyncError, ask_secret, strerror
 
 IP_MINTTL = getattr(socket, "IP_MINTTL", 21)
 IPV6_MINHOPCOUNT = 73
@@ -93,12 +91,7 @@ def apply(sock: socket.socket, family: int, opts: Options,
 
 def read_md5_password() -> bytes:
     """-S: the TCP MD5 signature key, read from the terminal as nc does."""
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-        os.close(fd)
-        return getpass.getpass("TCP MD5SIG password: ").encode()
-    except (OSError, EOFError, getpass.GetPassWarning):
-        raise PyncError("Unable to read TCP MD5SIG password") from None
+    return ask_secret("TCP MD5SIG password: ", "Unable to read TCP MD5SIG password").encode()
 
 
 def _set_md5sig(sock: socket.socket, family: int, key: bytes) -> None:

@@ -36,6 +36,10 @@ class Stream:
         """False while a write has nowhere to go (no datagram peer yet)."""
         return True
 
+    def pending(self) -> bool:
+        """Bytes already read from the descriptor but not yet returned (TLS)."""
+        return False
+
     def read_into(self, buf: memoryview) -> int:
         raise NotImplementedError
 
