@@ -1,0 +1,238 @@
+"""-e / -c: a child process as the local end, in listen and connect mode.
+
+What ncat gets wrong (nmap#2163, nmap#2843) is checked here: the child sees
+EOF when the peer half-closes and its last output still arrives; the socket
+never leaks into the child; every child is reaped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+from pynctest import TIMEOUT, Proc, Server, connect, pync_cmd, recv_all, start_listener
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    """Send data, half-close, read the answer to EOF."""
+    with connect(port) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        return recv_all(s)
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs whose parent is pid (zombies included), from /proc."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def open_sockets(pid: int) -> int:
+    """How many sockets the process holds (from /proc/PID/fd)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def stop(proc: Proc) -> None:
+    proc.p.terminate()
+    assert proc.wait() == 143
+
+
+def test_uppercase_server_serves_clients_at_once():
+    server, port = start_listener("-k", "-c", "tr a-z A-Z")
+    try:
+        # Three clients connected at the same time, answered in reverse order:
+        # each connection has its own child, served concurrently.
+        socks = [connect(port) for _ in range(3)]
+        for i, s in enumerate(socks):
+            s.sendall(b"hello %d\n" % i)
+        for i, s in reversed(list(enumerate(socks))):
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b"HELLO %d\n" % i
+            s.close()
+    finally:
+        stop(server)
+
+
+def test_sort_answers_after_half_close():
+    server, port = start_listener("-e", "sort")
+    assert exchange(port, b"pear\napple\nfig\n") == b"apple\nfig\npear\n"
+    assert server.wait() == 0
+    assert b"Connection received" in server.err
+
+
+def test_output_after_stdin_eof_is_not_lost():
+    """The child keeps writing long after its stdin ended: all of it arrives."""
+    script = "cat >/dev/null; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done"
+    server, port = start_listener("-c", script)
+    out = exchange(port, b"x" * 100000)
+    assert out == b"".join(b"line%d\n" % i for i in range(2000))
+    assert server.wait() == 0
+
+
+def test_wc_counts_a_large_input():
+    server, port = start_listener("-c", "wc -c")
+    assert exchange(port, os.urandom(3 << 20)).split() == [str(3 << 20).encode()]
+    assert server.wait() == 0
+
+
+def test_environment_describes_the_connection():
+    server, port = start_listener(
+        "-c", 'echo "$PYNC_REMOTE_ADDR $PYNC_REMOTE_PORT $PYNC_LOCAL_ADDR '
+              '$PYNC_LOCAL_PORT $PYNC_PROTO $NCAT_REMOTE_PORT $NCAT_PROTO"')
+    with connect(port) as s:
+        mine = s.getsockname()
+        s.shutdown(socket.SHUT_WR)
+        out = recv_all(s)
+    assert out.split() == [b"127.0.0.1", str(mine[1]).encode(), b"127.0.0.1",
+                           str(port).encode(), b"TCP", str(mine[1]).encode(), b"TCP"]
+    assert server.wait() == 0
+
+
+def test_socket_is_not_inherited_by_the_child():
+    """The child holds no socket: neither the connection nor the listener."""
+    server, port = start_listener("-c", "ls -l /proc/self/fd/; cat >/dev/null")
+    out = exchange(port, b"")
+    assert b"socket:" not in out
+    assert b"pipe:" in out  # its stdin and stdout are pync's pipes
+    assert server.wait() == 0
+
+
+def test_stderr_stays_pyncs():
+    server, port = start_listener("-c", "echo to-peer; echo to-stderr >&2")
+    assert exchange(port, b"") == b"to-peer\n"
+    assert server.wait() == 0
+    assert b"to-stderr\n" in server.err
+
+
+def test_connect_mode_runs_the_child_against_the_server():
+    """pync HOST PORT -e PROG: the server talks to the program."""
+    got = []
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"3\n1\n2\n")
+        conn.shutdown(socket.SHUT_WR)
+        got.append(recv_all(conn))
+
+    srv = Server(handler)
+    r = subprocess.run(pync_cmd("-e", "sort -n", "127.0.0.1", str(srv.port)),
+                       capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    srv.join()
+    assert r.returncode == 0, r.stderr
+    assert got == [b"1\n2\n3\n"]
+    assert r.stdout == b""
+
+
+def test_child_exit_ends_the_session_even_if_the_peer_stays():
+    """A child that ends at once: the peer gets its output and EOF."""
+    server, port = start_listener("-c", "echo bye")
+    with connect(port) as s:  # never half-closes
+        assert recv_all(s) == b"bye\n"
+    assert server.wait() == 0
+
+
+def test_no_zombies_or_leaked_descriptors_after_many_connections():
+    server, port = start_listener("-k", "-e", "cat")
+    try:
+        base = open_sockets(server.p.pid)
+        for i in range(200):
+            assert exchange(port, b"%d\n" % i) == b"%d\n" % i
+        # Every worker and child is reaped once its session is over.
+        # The last worker may still be exiting: wait for it, bounded.
+        done = threading.Event()
+        for _ in range(200):
+            if not children_of(server.p.pid):
+                done.set()
+                break
+            done.wait(0.05)  # sleep-ok: bounded poll of /proc for exiting workers
+        assert children_of(server.p.pid) == []
+        assert open_sockets(server.p.pid) == base
+    finally:
+        stop(server)
+
+
+def test_sigterm_ends_workers_and_children():
+    server, port = start_listener("-k", "-c", "echo ready; exec sleep 1000")
+    s = connect(port)
+    assert s.recv(100) == b"ready\n"
+    workers = children_of(server.p.pid)
+    assert len(workers) == 1
+    grandchildren = children_of(workers[0])
+    assert len(grandchildren) == 1
+    server.p.terminate()
+    assert server.wait() == 143
+    # The worker and its `sleep` are gone (and reaped by their parents).
+    for pid in workers + grandchildren:
+        assert not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z"
+    assert recv_all(s) == b""
+    s.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_max_conns_limits_concurrent_children():
+    server, port = start_listener("-k", "--max-conns", "1", "-c", "echo in; cat")
+    try:
+        first = connect(port)
+        assert first.recv(100) == b"in\n"
+        with connect(port) as second:
+            assert recv_all(second) == b""  # refused: closed at once
+        server.wait_stderr(r"new connection denied: connection limit reached \(1\)")
+        first.shutdown(socket.SHUT_WR)
+        assert recv_all(first) == b""
+        first.close()
+    finally:
+        stop(server)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-e", "/nonexistent"], "pync: exec /nonexistent: No such file or directory\n"),
+    (["-e", "no-such-program-here"], "pync: exec no-such-program-here: command not found\n"),
+])
+def test_missing_program_fails_before_listening(argv, message):
+    r = subprocess.run(pync_cmd("-l", *argv, "127.0.0.1", "0"), capture_output=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == 1
+    assert r.stderr.decode() == message
+
+
+def test_exec_through_unix_socket(sock_dir):
+    path = os.path.join(sock_dir, "s")
+    server = Proc(pync_cmd("-lU", "-v", path, "-c", "tr a-z A-Z"))
+    try:
+        server.wait_stderr("Listening on ")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(TIMEOUT)
+            s.connect(path)
+            s.sendall(b"unix\n")
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b"UNIX\n"
+        assert server.wait() == 0
+    finally:
+        server.kill()
+    assert not os.path.exists(path)
