@@ -11,7 +11,15 @@ the exit status; it never raises for bad input and never calls sys.exit.
 
 __version__ = "0.1.0"
 
-from .options import Options
-from .runner import run
-
 __all__ = ["Options", "__version__", "run"]
+
+
+def __getattr__(name: str) -> object:
+    """Import ``run`` and ``Options`` on first use: ``pync -h`` stays fast."""
+    if name == "run":
+        from .runner import run
+        return run
+    if name == "Options":
+        from .options import Options
+        return Options
+    raise AttributeError(f"module 'pync' has no attribute {name!r}")

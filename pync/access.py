@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
-from typing import Optional, Union
 
 from .report import PyncError, gai_strerror, strerror
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Optional, Union
+
+    Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 def read_entries(values: Iterable[str], files: Iterable[str]) -> list[str]:

@@ -8,10 +8,13 @@ as ``host (ip)``; peers are reverse-resolved unless -n.
 from __future__ import annotations
 
 import socket
-from typing import Optional
 
 from .numbers import strtonum
 from .report import PyncError, gai_strerror
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 PORT_MAX = 65535
 

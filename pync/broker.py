@@ -18,13 +18,16 @@ import errno
 import os
 import selectors
 import socket
-from typing import Optional
 
 from .access import AccessList
 from .addr import describe_peer, peer_ip
 from .options import Options
-from .report import Reporter
-from .streams import Stream, write_all
+from .report import Reporter, write_all
+from .streams import Stream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 MAX_BACKLOG = 1024 * 1024      # bytes waiting for one client before it is dropped
 MAX_LINE = 64 * 1024           # a chat line longer than this is cut there

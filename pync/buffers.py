@@ -20,9 +20,12 @@ import fcntl
 import os
 import socket
 import stat
-from typing import Optional
 
 from .streams import F_SETPIPE_SZ, PIPE_SIZE, Stream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 BUFSIZE = 128 * 1024
 DATAGRAM_MAX = 256 * 1024  # larger than any UDP or UNIX datagram we may receive

@@ -9,19 +9,19 @@ rules between flags.  Long names are aliases (ncat's name where ncat has one).
 
 from __future__ import annotations
 
-import getopt
 import os
-import socket
 import sys
-from dataclasses import replace
-from typing import Optional
 
 from . import __version__
-from .access import read_entries
-from .addr import parse_port, parse_ports
+from .gnuopt import OptionError, gnu_getopt
 from .numbers import strtonum
 from .options import Options, check_rules
+from .record import replace
 from .report import HELP_SUMMARY, USAGE, PyncError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 SHORT = "46bCc:Dde:FhI:i:klM:m:NnO:o:P:p:q:rSs:T:tUuV:vW:w:X:x:Zz"
 
@@ -103,25 +103,6 @@ def parse_tos(text: str) -> int:
     return value
 
 
-def _getopt_error(exc: getopt.GetoptError) -> PyncError:
-    """Reword Python's getopt errors as glibc's getopt prints them for nc."""
-    opt, msg = exc.opt, exc.msg
-    if len(opt) == 1:
-        if "requires argument" in msg:
-            text = f"option requires an argument -- '{opt}'"
-        else:
-            text = f"invalid option -- '{opt}'"
-    elif "requires argument" in msg:
-        text = f"option '--{opt}' requires an argument"
-    elif "must not have an argument" in msg:
-        text = f"option '--{opt}' doesn't allow an argument"
-    elif "not a unique prefix" in msg:
-        text = f"option '--{opt}' is ambiguous"
-    else:
-        text = f"unrecognized option '--{opt}'"
-    return PyncError(text, show_usage=True)
-
-
 def _short_of(opt: str) -> str:
     """The nc letter for an option as getopt returned it (``-v`` or ``--verbose``)."""
     if not opt.startswith("--"):
@@ -136,9 +117,9 @@ def parse(argv: list[str]) -> Options:
     Raises PyncError (exit 1) for bad input and InfoRequest for -h/--version.
     """
     try:
-        pairs, args = getopt.gnu_getopt(argv, SHORT, list(LONG))
-    except getopt.GetoptError as exc:
-        raise _getopt_error(exc) from None
+        pairs, args = gnu_getopt(argv, SHORT, list(LONG))
+    except OptionError as exc:
+        raise PyncError(str(exc), show_usage=True) from None
 
     kw: dict[str, object] = {}
     lists: dict[str, list[str]] = {"allow": [], "allowfile": [], "deny": [], "denyfile": []}
@@ -156,15 +137,18 @@ def parse(argv: list[str]) -> Options:
             verbose += 1
         elif letter in _FLAGS:
             kw[_FLAGS[letter]] = True
-        elif letter == "4":
-            kw["family"] = socket.AF_INET
-        elif letter == "6":
-            kw["family"] = socket.AF_INET6
+        elif letter in "46":
+            import socket
+
+            kw["family"] = socket.AF_INET if letter == "4" else socket.AF_INET6
         else:
             _value_option(letter, val, kw)
     kw["verbose"] = verbose
-    kw["allow"] = tuple(read_entries(lists["allow"], lists["allowfile"]))
-    kw["deny"] = tuple(read_entries(lists["deny"], lists["denyfile"]))
+    if any(lists.values()):
+        from .access import read_entries
+
+        kw["allow"] = tuple(read_entries(lists["allow"], lists["allowfile"]))
+        kw["deny"] = tuple(read_entries(lists["deny"], lists["denyfile"]))
 
     _positional(args, kw)
     opts = Options(**kw)  # type: ignore[arg-type]
@@ -321,6 +305,8 @@ def _positional(args: list[str], kw: dict[str, object]) -> None:
 
 def _with_ports(opts: Options, args: list[str]) -> Options:
     """Parse the port arguments once the flags are known to be consistent."""
+    from .addr import parse_port, parse_ports
+
     if opts.unix:
         return opts
     proto = opts.proto_name
@@ -337,11 +323,10 @@ def _with_ports(opts: Options, args: list[str]) -> Options:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """The ``pync`` console script."""
-    from .runner import install_signal_handlers, run
+    from .runner import run
 
-    install_signal_handlers()
     try:
-        status = run(sys.argv[1:] if argv is None else argv)
+        status = run(sys.argv[1:] if argv is None else argv, handle_signals=True)
     except KeyboardInterrupt:  # ^C outside a session (e.g. while parsing)
         status = 130
     sys.exit(status)

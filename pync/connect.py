@@ -17,7 +17,6 @@ import os
 import random
 import socket
 import tempfile
-from typing import Optional
 
 from . import sockopts
 from .addr import numeric_host, resolve, service_name, split_host_port, unix_address
@@ -26,6 +25,10 @@ from .report import PyncError, Reporter, ask_secret, strerror
 from .session import SessionKit, relay_session
 from .sockopts import new_socket
 from .unixsock import SocketFile, bind_unix
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 def run_connect(opts: Options, kit: SessionKit, report: Reporter) -> int:

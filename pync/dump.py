@@ -12,12 +12,14 @@ plaintext.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 from .hexdump import HexDumper
 from .options import Options
-from .report import PyncError, strerror
-from .streams import write_all
+from .report import PyncError, strerror, write_all
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 class SessionDump:

@@ -15,7 +15,6 @@ stays unconnected, hears every sender and answers the latest.
 from __future__ import annotations
 
 import socket
-from typing import Callable, Optional
 
 from . import sockopts
 from .access import AccessList
@@ -27,6 +26,10 @@ from .report import PyncError, Reporter, strerror
 from .session import SessionKit, relay_session
 from .sockopts import new_socket
 from .unixsock import SocketFile, bind_unix
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 BACKLOG = 5
 

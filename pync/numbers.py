@@ -6,9 +6,8 @@ nc validates every numeric flag with OpenBSD's strtonum(), whose errors are
 
 from __future__ import annotations
 
-import re
-
-_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+_SPACE = " \t\n\v\f\r"  # what strtoll() skips before the number
+_DIGITS = frozenset("0123456789")
 
 
 def strtonum(text: str, low: int, high: int) -> int:
@@ -16,10 +15,11 @@ def strtonum(text: str, low: int, high: int) -> int:
 
     Raises ValueError whose message is "invalid", "too small" or "too large".
     """
-    match = _INTEGER.fullmatch(text)
-    if not match:
+    number = text.lstrip(_SPACE)
+    digits = number[1:] if number[:1] in ("+", "-") else number
+    if not digits or not _DIGITS.issuperset(digits):
         raise ValueError("invalid")
-    value = int(match.group(1))
+    value = int(number)
     if value < low:
         raise ValueError("too small")
     if value > high:

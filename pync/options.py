@@ -7,18 +7,18 @@ letter in the comment.
 
 from __future__ import annotations
 
-import socket
-from dataclasses import dataclass, field
-from typing import Optional
-
+from .record import Record
 from .report import PyncError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
-@dataclass(frozen=True)
-class Options:
+
+class Options(Record):
     """Everything the command line asked for."""
 
-    family: int = socket.AF_UNSPEC        # -4 / -6
+    family: int = 0                       # -4 / -6 (socket.AF_INET / AF_INET6; 0: either)
     unix: bool = False                    # -U
     udp: bool = False                     # -u
     dccp: bool = False                    # -Z
@@ -51,7 +51,7 @@ class Options:
     proxy: Optional[str] = None           # -x
     proxy_user: Optional[str] = None      # -P
     host: Optional[str] = None            # destination, or listen address
-    ports: tuple[int, ...] = field(default_factory=tuple)
+    ports: tuple[int, ...] = ()
     unix_path: Optional[str] = None       # -U path
     udp_probe: Optional[bytes] = None     # --udp-probe DATA for -uz
     broker: bool = False                  # --broker
@@ -104,6 +104,8 @@ class Options:
 
     @property
     def socktype(self) -> int:
+        import socket
+
         if self.udp:
             return socket.SOCK_DGRAM
         if self.dccp:

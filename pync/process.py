@@ -23,10 +23,13 @@ import shutil
 import signal
 import socket
 import subprocess
-from typing import Callable, Optional
 
 from .report import PyncError, strerror
 from .streams import Stream, grow_pipe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 GRACE = 2.0  # seconds a child may take to exit once its session is over
 
@@ -65,6 +68,7 @@ class ProcessStream(Stream):
     """A running child: read its stdout, write its stdin."""
 
     label = "exec"
+    nonblocking = True
     grace = GRACE  # how long close() waits for the child before terminating it
 
     def __init__(self, argv: tuple[str, ...], env: dict[str, str]) -> None:

@@ -58,7 +58,10 @@ from __future__ import annotations
 import base64
 import re
 import socket
-from typing import Callable, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 SOCKS_PORT = 1080  # nc's default proxy port for -X 4 and -X 5
 HTTP_PROXY_PORT = 3128  # nc's default proxy port for -X connect

@@ -31,15 +31,24 @@ from __future__ import annotations
 import errno
 import selectors
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
 
-from .buffers import BUFSIZE, DATAGRAM_MAX, UDP_PAYLOAD_MAX, MemoryBuffer, new_buffer
+from .buffers import BUFSIZE, DATAGRAM_MAX, UDP_PAYLOAD_MAX, MemoryBuffer, PipeBuffer, new_buffer
 from .crlf import CrlfTranslator
+from .record import Record
 from .report import Reporter
 from .streams import Stream
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from .telnet import TelnetFilter
+
 MAX_WAIT = 86400.0  # longest single poll(); longer deadlines take several
+# Reads in a row from a source that keeps filling whole chunks, before
+# polling again: fewer system calls per byte in bulk transfers, while the
+# other direction and the timers wait at most BURST chunks.
+BURST = 16
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
@@ -47,8 +56,7 @@ EVENT_WRITE = selectors.EVENT_WRITE
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
 
 
-@dataclass(frozen=True)
-class RelayConfig:
+class RelayConfig(Record):
     """The Options that shape a session, in the relay's own terms."""
 
     end_at_net_eof: bool = False           # listen mode: the peer's EOF ends it
@@ -64,11 +72,6 @@ class RelayConfig:
     end_at_local_eof: bool = False         # exec: the child's output ending ends it
 
 
-class TelnetLike(Protocol):
-    def feed(self, data: bytes) -> tuple[bytes, bytes]: ...
-
-
-@dataclass
 class ByteWork:
     """What a session asks of the relay besides moving bytes.
 
@@ -76,8 +79,10 @@ class ByteWork:
     the bytes must be seen.
     """
 
-    record: Optional[Callable[[bool, bytes], None]] = None  # -o/--hex-dump: (sent, bytes)
-    telnet: Optional[TelnetLike] = None  # -t: network bytes -> (for stdout, replies)
+    def __init__(self, record: Optional[Callable[[bool, bytes], None]] = None,
+                 telnet: Optional[TelnetFilter] = None) -> None:
+        self.record = record  # -o/--hex-dump: (sent?, bytes)
+        self.telnet = telnet  # -t: network bytes -> (for stdout, replies)
 
 
 class Direction:
@@ -106,6 +111,9 @@ class Direction:
         else:
             self.buf = new_buffer(src, dst, transform)
         self.paused_until = 0.0  # -i: no writing before this time
+        # Sources that never block (non-blocking sockets and pipes, files,
+        # splice with SPLICE_F_NONBLOCK) may be read again without a poll.
+        self.burst = BURST if (src.nonblocking or isinstance(self.buf, PipeBuffer)) else 1
         self.process: Optional[Callable[[bytes], bytes]] = None
         self.scratch: Optional[memoryview] = None  # where process's input is read
         self.urgent = bytearray()
@@ -325,9 +333,16 @@ class Relay:
         fd = d.src.read_fd
         if not d.src_open or fd is None or not events.get(fd, 0) & EVENT_READ:
             return
+        for _ in range(d.burst):
+            if not self._read_once(d):
+                return
+
+    def _read_once(self, d: Direction) -> bool:
+        """Read once and pass it on; True if reading again at once is worth it
+        (everything read went out and the source is still open)."""
         room = self._read_room(d)
         if not room:
-            return
+            return False
         try:
             if d.process is not None:
                 if d.scratch is None:
@@ -338,20 +353,21 @@ class Relay:
             else:
                 n = d.buf.fill(d.src)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
             self._source_failed(d, exc)
-            return
+            return False
         if n == 0:
             d.src_open = False
             if d is self.down:
                 self.net.shutdown_read()
-            return
+            return False
         if d is self.down:
             self._count_net_read()
         # Data in hand: try to pass it on now rather than after another poll.
         if d.dst_open and d.dst.write_fd is not None:
             self._write(d, {d.dst.write_fd: EVENT_WRITE})
+        return d.src_open and d.empty
 
     def _count_net_read(self) -> None:
         """-W N: after N reads from the network, stop reading both inputs."""

@@ -8,8 +8,10 @@ here means one place to compare against ``nc`` and one place to reword.
 from __future__ import annotations
 
 import os
-import socket
-from typing import IO, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Optional
 
 PROG = "pync"
 
@@ -27,8 +29,10 @@ HELP_SUMMARY = """\
 		-6		Use IPv6 (--ipv6)
 		-b		Allow broadcast (--broadcast)
 		-C		Send CRLF as line-ending (--crlf)
+		-c cmd		Run cmd with /bin/sh -c for each connection (--sh-exec)
 		-D		Enable the debug socket option (--debug)
 		-d		Detach from stdin (--no-stdin)
+		-e prog		Run prog (no shell) for each connection (--exec)
 		-F		Pass socket fd (--fd-pass)
 		-h		This help text (--help)
 		-I length	TCP receive buffer length (--recv-buf)
@@ -40,6 +44,7 @@ HELP_SUMMARY = """\
 		-N		Shutdown the network socket after EOF on stdin (--shutdown)
 		-n		Suppress name/port resolutions (--nodns)
 		-O length	TCP send buffer length (--send-buf)
+		-o file		Record both directions, raw, in file (--output)
 		-P proxyuser	Username for proxy authentication (--proxy-user)
 		-p port		Specify local port for remote connects (--source-port)
 		-q secs		quit after EOF on stdin and delay of secs (--quit)
@@ -68,6 +73,21 @@ HELP_SUMMARY = """\
 		--max-conns n	Clients at once in --broker/--chat (default 100)
 		--send-only	Only send: ignore what the network sends
 		--recv-only	Only receive: never read stdin
+		--hex-dump file	Record both directions as a hex dump in file
+		--append-output	Append to the -o/--hex-dump files, not truncate
+		--proxy-auth u[:p]	Proxy user (and password: better from the
+				environment, PYNC_PROXY_PASSWORD, or the prompt)
+		--proxy-dns how	local or remote: who resolves the destination
+		--ssl		Use TLS (verifies the server by default)
+		--ssl-cert file	Certificate (PEM): the server's, or a client's
+		--ssl-key file	Private key (PEM) for --ssl-cert
+		--ssl-trustfile f	More trust anchors (PEM) to verify the peer
+		--ssl-verify	With -l: require and verify client certificates
+		--ssl-insecure	Do not verify the server (says so on stderr)
+		--ssl-servername n	Name sent (SNI) and verified (default: host)
+		--ssl-alpn list	ALPN protocols, comma-separated
+		--ssl-ciphers l	OpenSSL cipher list
+		--ssl-pin sha256:hex	Accept exactly the certificate with this hash
 		--version	Print the version and exit
 	Port numbers can be individual or ranges: lo-hi [inclusive]
 """
@@ -125,6 +145,16 @@ def gai_strerror(exc: BaseException) -> str:
     return str(exc)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Blocking write of everything to fd; a closed reader is ignored (EPIPE)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass
+
+
 class Reporter:
     """Writes nc's messages to one stderr stream, at a verbosity level."""
 
@@ -165,6 +195,8 @@ class Reporter:
         """``connect to H (IP) port P (tcp) failed: reason`` under -v."""
         if not self.verbose:
             return
+        import socket
+
         if isinstance(exc, socket.timeout) and exc.errno is None:
             # our own -w deadline, not the kernel's ETIMEDOUT: nc's words
             what = "timed out: Operation now in progress"

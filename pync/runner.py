@@ -8,14 +8,17 @@ the modes' ``finally`` blocks on every one of these paths.
 
 from __future__ import annotations
 
-import signal
 import sys
-from typing import IO, Any, Optional
 
 from .cli import InfoRequest, parse
-from .report import PyncError, Reporter, strerror
-from .session import SessionKit
-from .streams import StdioStream, write_all
+from .localio import LocalIO
+from .report import PyncError, Reporter, strerror, write_all
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any, Optional, Union
+
+    from .options import Options
 
 
 class Terminated(BaseException):
@@ -26,35 +29,44 @@ class Terminated(BaseException):
         self.signum = signum
 
 
-def _fileno(stream: Optional[Any], default: int) -> int:
-    if stream is None:
-        return default
-    return stream.fileno()
-
-
-def run(argv: list[str], *, stdin: Optional[IO[Any]] = None,
-        stdout: Optional[IO[Any]] = None, stderr: Optional[IO[str]] = None) -> int:
+def run(argv: list[str], *, stdin: Union[bytes, IO[Any], None] = None,
+        stdout: Optional[IO[Any]] = None, stderr: Optional[IO[str]] = None,
+        handle_signals: bool = False) -> int:
     """Run pync with argv (no program name); return the exit status.
 
-    stdin/stdout may be any objects with a file descriptor (files, sockets,
-    pipes); they default to the process's own fds 0 and 1.  Messages go to
-    stderr (a text stream, default sys.stderr).
+    ``stdin`` is pync's input: ``bytes``, or any object with a file
+    descriptor (file, socket, pipe), or a readable object without one
+    (``io.BytesIO``).  ``stdout`` is where received bytes go: an object with
+    a descriptor, or a writable one without (``io.BytesIO``).  Both default
+    to the process's own descriptors 0 and 1; objects without a descriptor
+    are joined through a pipe by a thread, so any size goes through without
+    deadlock.  Messages go to ``stderr`` (a text stream, default
+    sys.stderr).  ``handle_signals``: SIGTERM and SIGHUP end pync as ^C
+    does, cleaning up (the pync command sets it; it needs the main thread).
     """
     report = Reporter(stderr if stderr is not None else sys.stderr)
-    out_fd = _fileno(stdout, 1)
-    try:
-        opts = parse(argv)
-    except InfoRequest as info:
-        write_all(out_fd, info.text.encode())
-        return 0
-    except PyncError as err:
-        report.error(err)
-        return 1
+    with LocalIO(stdin, stdout) as io:
+        try:
+            opts = parse(argv)
+        except InfoRequest as info:
+            write_all(io.out_fd, info.text.encode())
+            return 0
+        except PyncError as err:
+            report.error(err)
+            return 1
+        if handle_signals:
+            install_signal_handlers()
+        return _run_mode(opts, report, None if opts.no_stdin else io.in_fd(), io.out_fd)
+
+
+def _run_mode(opts: Options, report: Reporter, in_fd: Optional[int], out_fd: int) -> int:
+    """Run the mode the options ask for; every failure becomes a status."""
     report.verbose = opts.verbose
-    in_fd = None if opts.no_stdin else _fileno(stdin, 0)
     from .connect import run_connect
     from .listen import run_listen
     from .scan import run_scan
+    from .session import SessionKit
+    from .streams import StdioStream
 
     kit = None
     try:
@@ -86,5 +98,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def install_signal_handlers() -> None:
     """SIGTERM and SIGHUP unwind like ^C, so sockets and files are cleaned up."""
+    import signal  # after parsing: ``pync -h`` does without it
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_terminated)

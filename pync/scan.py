@@ -28,7 +28,6 @@ import socket
 import tempfile
 import time
 from collections import deque
-from typing import IO, Optional
 
 from . import sockopts
 from .addr import (
@@ -40,6 +39,10 @@ from .addr import (
 )
 from .options import Options
 from .report import PyncError, Reporter, strerror
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Optional
 
 WINDOW = 512
 DEFAULT_WAIT = 5.0

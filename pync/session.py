@@ -10,13 +10,16 @@ sessions of one run share: stdio, the dump files, the TLS context.
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, Optional
 
 from .dump import SessionDump
 from .options import Options
 from .relay import ByteWork, Relay, RelayConfig
 from .report import Reporter
 from .streams import DatagramStream, SocketStream, StdioStream, Stream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 
 class SessionKit:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Optional
 
 from .addr import resolve_local
 from .options import Options
 from .report import PyncError, ask_secret, strerror
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 IP_MINTTL = getattr(socket, "IP_MINTTL", 21)
 IPV6_MINHOPCOUNT = 73

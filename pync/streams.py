@@ -15,9 +15,12 @@ import fcntl
 import os
 import socket
 import stat
-from typing import Callable, Optional
 
 from .addr import peer_ip
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 
 class Stream:
@@ -31,6 +34,8 @@ class Stream:
     zero_copy: bool = True
     # Message boundaries matter (UDP, UNIX datagrams): one read, one message.
     datagram: bool = False
+    # A read never blocks: it raises BlockingIOError when nothing is there.
+    nonblocking: bool = False
 
     def can_write(self) -> bool:
         """False while a write has nowhere to go (no datagram peer yet)."""
@@ -86,6 +91,8 @@ class StdioStream(Stream):
 class SocketStream(Stream):
     """A connected stream socket (TCP or UNIX), non-blocking."""
 
+    nonblocking = True
+
     def __init__(self, sock: socket.socket, label: str) -> None:
         sock.setblocking(False)
         self.sock = sock
@@ -135,6 +142,7 @@ class DatagramStream(Stream):
 
     datagram = True
     zero_copy = False
+    nonblocking = True
 
     def __init__(self, sock: socket.socket, label: str, connected: bool = True,
                  accept_from: Optional[Callable[[str], bool]] = None) -> None:
@@ -170,16 +178,6 @@ class DatagramStream(Stream):
 
     def close(self) -> None:
         self.sock.close()
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Blocking write of everything to fd; a closed reader is ignored (EPIPE)."""
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-    except OSError:
-        pass
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:

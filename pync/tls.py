@@ -21,16 +21,27 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import select
 import socket
 import ssl
 import tempfile
-from typing import Optional
+import time
 
 from .options import Options
 from .report import PyncError, Reporter, strerror
 from .streams import SocketStream
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
+
 HANDSHAKE_TIMEOUT = 30.0  # a listener is not held forever by a silent client
+ALERT_WAIT = 1.0  # how long a failed handshake tries to tell the peer why
+RECORD_HEADER = 5  # type, version (2), length (2)
+RECORD_TYPES = frozenset({20, 21, 22, 23, 24})  # ccs, alert, handshake, data, heartbeat
+RECORD_MAX = 16384 + 2048  # the longest TLS ciphertext record
+RECV_SIZE = 256 * 1024
+WRITE_SIZE = 64 * 1024  # plaintext encrypted per write
 
 
 def fingerprint(der: bytes) -> str:
@@ -139,10 +150,119 @@ def _temporary_certificate(ctx: ssl.SSLContext, host: Optional[str]) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+class TlsSession:
+    """A TLS session run over memory BIOs on a plain socket.
+
+    ``ssl.SSLSocket`` cannot half-close: its ``unwrap()`` calls OpenSSL's
+    SSL_shutdown() a second time at once to wait for the peer's
+    close_notify, and that call throws away (OpenSSL 3: fails on) any
+    application data already in the socket; if the peer's close_notify is
+    there, it succeeds and the SSLSocket turns back into a plain socket
+    whose reads return raw ciphertext.  Here pync moves the ciphertext
+    itself and hands OpenSSL one whole record at a time, so close_notify is
+    sent only when OpenSSL holds nothing unread, and reading goes on after.
+    """
+
+    def __init__(self, sock: socket.socket, obj: ssl.SSLObject,
+                 incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
+        self.sock = sock
+        self.obj = obj
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self.raw = bytearray()  # ciphertext received, not yet given to OpenSSL
+        self.raw_pos = 0
+        self.raw_eof = False    # the socket's end of stream was seen
+        self.out = bytearray()  # ciphertext OpenSSL produced, not yet sent
+
+    # -- ciphertext in ----------------------------------------------------
+    def _record_end(self) -> int:
+        """Where the first whole record in ``raw`` ends, 0 if none is whole.
+
+        Bytes that are no TLS record header at all are handed over as they
+        are, for OpenSSL to reject with its own words.
+        """
+        avail = len(self.raw) - self.raw_pos
+        if avail < RECORD_HEADER:
+            return 0
+        head = self.raw[self.raw_pos:self.raw_pos + RECORD_HEADER]
+        length = int.from_bytes(head[3:5], "big")
+        if head[0] not in RECORD_TYPES or length > RECORD_MAX:
+            return len(self.raw)
+        end = self.raw_pos + RECORD_HEADER + length
+        return end if end <= len(self.raw) else 0
+
+    def has_record(self) -> bool:
+        return self._record_end() > 0
+
+    def feed_one(self) -> bool:
+        """Give OpenSSL the next whole record; False if there is none yet.
+
+        At the socket's end, after the last record, OpenSSL is told EOF.
+        """
+        end = self._record_end()
+        if end:
+            self.incoming.write(bytes(self.raw[self.raw_pos:end]))
+            self.raw_pos = end
+            if self.raw_pos == len(self.raw):
+                self.raw.clear()
+                self.raw_pos = 0
+            return True
+        if self.raw_eof and not self.incoming.eof:
+            if self.raw_pos < len(self.raw):  # a truncated record
+                self.incoming.write(bytes(self.raw[self.raw_pos:]))
+                self.raw.clear()
+                self.raw_pos = 0
+            self.incoming.write_eof()
+            return True
+        return False
+
+    def receive(self) -> None:
+        """One recv() from the socket into ``raw`` (BlockingIOError: none)."""
+        if self.raw_eof:
+            return
+        if self.raw_pos:
+            del self.raw[:self.raw_pos]
+            self.raw_pos = 0
+        data = self.sock.recv(RECV_SIZE)
+        if data:
+            self.raw += data
+        else:
+            self.raw_eof = True
+
+    def quiet(self) -> bool:
+        """OpenSSL holds nothing unread: SSL_shutdown() would discard nothing."""
+        return self.obj.pending() == 0 and self.incoming.pending == 0
+
+    # -- ciphertext out ---------------------------------------------------
+    def collect(self) -> None:
+        """Move what OpenSSL wrote into ``out``."""
+        if self.outgoing.pending:
+            self.out += self.outgoing.read()
+
+    def flush(self) -> bool:
+        """Send what can go without waiting; True when ``out`` is empty."""
+        self.collect()
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                return False
+            del self.out[:n]
+        return True
+
+    def flush_until(self, deadline: float) -> None:
+        """Send all of ``out``, waiting for the socket until deadline."""
+        while not self.flush():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")
+            _wait_fd(self.sock, select.POLLOUT, left)
+
+
 def handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
               report: Reporter, server_side: bool,
-              server_name: Optional[str] = None) -> ssl.SSLSocket:
-    """Wrap sock and complete the handshake (bounded by -w, else 30 s).
+              server_name: Optional[str] = None) -> TlsSession:
+    """Complete the handshake over sock (bounded by -w, else 30 s).
 
     Checks --ssl-pin, prints what was agreed under -v, and turns every
     failure into one PyncError line.
@@ -150,32 +270,72 @@ def handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
     name = None if server_side else (opts.ssl_servername or server_name)
     if not server_side and ctx.check_hostname and not name:
         raise PyncError("TLS: no host name to verify (give --ssl-servername)")
-    tls = ctx.wrap_socket(sock, server_side=server_side, server_hostname=name,
-                          do_handshake_on_connect=False)
-    tls.settimeout(float(opts.wait) if opts.wait else HANDSHAKE_TIMEOUT)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=name)
+    tls = TlsSession(sock, obj, incoming, outgoing)
+    sock.setblocking(False)
+    deadline = time.monotonic() + (float(opts.wait) if opts.wait else HANDSHAKE_TIMEOUT)
     try:
-        tls.do_handshake()
+        _drive_handshake(tls, deadline)
     except ssl.SSLCertVerificationError as exc:
+        _send_alert(tls)
         raise PyncError(f"TLS: certificate verify failed: {exc.verify_message}") from None
     except socket.timeout:
         raise PyncError("TLS: handshake timed out") from None
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
         raise PyncError("TLS: the peer closed the connection during the handshake") from None
     except ssl.SSLError as exc:
+        _send_alert(tls)
         raise PyncError(f"TLS: handshake failed: {_reason(exc)}") from None
     except OSError as exc:
         raise PyncError(f"TLS: handshake failed: {strerror(exc)}") from None
-    der = tls.getpeercert(binary_form=True)
+    der = obj.getpeercert(binary_form=True)
     if opts.ssl_pin and not server_side:
         got = fingerprint(der) if der else "no certificate"
         if got != "sha256:" + opts.ssl_pin:
             raise PyncError(f"TLS: certificate does not match --ssl-pin (got {got})")
     if report.verbose:
-        report.line(_describe(tls, der))
+        report.line(_describe(obj, der))
     return tls
 
 
-def _describe(tls: ssl.SSLSocket, der: Optional[bytes]) -> str:
+def _drive_handshake(tls: TlsSession, deadline: float) -> None:
+    """Run do_handshake(), moving records both ways, until it completes."""
+    while True:
+        try:
+            tls.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            tls.flush_until(deadline)
+            while not tls.feed_one():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out") from None
+                _wait_fd(tls.sock, select.POLLIN, left)
+                try:
+                    tls.receive()
+                except (BlockingIOError, InterruptedError):
+                    pass
+            continue
+        tls.flush_until(deadline)  # our last flight (and a server's tickets)
+        return
+
+
+def _send_alert(tls: TlsSession) -> None:
+    """Tell the peer why the handshake failed (OpenSSL queued an alert)."""
+    try:
+        tls.flush_until(time.monotonic() + ALERT_WAIT)
+    except OSError:
+        pass
+
+
+def _wait_fd(sock: socket.socket, event: int, timeout: float) -> None:
+    """Wait (bounded) until sock is readable or writable."""
+    poller = select.poll()
+    poller.register(sock.fileno(), event)
+    poller.poll(max(timeout, 0.0) * 1000)
+
+
+def _describe(tls: ssl.SSLObject, der: Optional[bytes]) -> str:
     """``TLS TLSv1.3 TLS_AES_256_GCM_SHA384, peer certificate sha256:...``."""
     cipher = tls.cipher()
     text = f"TLS {tls.version()} {cipher[0] if cipher else ''}".rstrip()
@@ -199,53 +359,133 @@ class TlsStream(SocketStream):
     """A TLS session over a connected socket: plaintext in, plaintext out.
 
     Never spliced (the kernel sees only ciphertext).  ``pending`` tells the
-    relay about decrypted bytes poll() cannot see.
+    relay about received bytes poll() can no longer see.
+
+    A write encrypts, then sends; when the socket takes only part of the
+    ciphertext, the write raises BlockingIOError and the relay retries with
+    the same bytes, which then count as written once the rest has gone (as
+    OpenSSL's own SSL_write() retries work).  So the relay's buffer empties
+    only when every byte is on its way.
     """
 
     zero_copy = False
 
-    def __init__(self, tls: ssl.SSLSocket, label: str) -> None:
-        super().__init__(tls, label)
+    def __init__(self, tls: TlsSession, label: str) -> None:
+        super().__init__(tls.sock, label)
         self.tls = tls
-        self.notified = False  # close_notify sent
+        self.owed = 0            # plaintext encrypted whose ciphertext is not all sent
+        self.notified = False    # close_notify queued
+        self.half_close = False  # -N asked for close_notify and FIN
+        self.fin_sent = False
+        self.eof = False         # end of stream already returned
+        self.error: Optional[OSError] = None  # to raise at the next read
 
     def read_into(self, buf: memoryview) -> int:
+        tls = self.tls
+        if self.error is not None:
+            raise self.error
+        if self.eof:
+            return 0
+        total = 0
+        received = False
         try:
-            return self.tls.recv_into(buf)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise BlockingIOError from None
-        except ssl.SSLZeroReturnError:
-            return 0  # close_notify: the peer's end of stream
+            while total < len(buf):
+                try:
+                    n = tls.obj.read(len(buf) - total, buf[total:])
+                except ssl.SSLWantReadError:
+                    self._finish_half_close()  # OpenSSL holds nothing unread now
+                    if tls.feed_one():
+                        continue
+                    if total:
+                        break
+                    if received:
+                        raise BlockingIOError from None
+                    received = True
+                    tls.receive()  # BlockingIOError: nothing there yet
+                    continue
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    # close_notify, or the socket closed without one (as
+                    # SSLSocket's suppress_ragged_eofs): end of stream.
+                    self.eof = True
+                    break
+                if n == 0:
+                    self.eof = True
+                    break
+                total += n
         except ssl.SSLError as exc:
-            raise OSError(None, f"TLS: {_reason(exc)}") from None
+            err = OSError(None, f"TLS: {_reason(exc)}")
+            if not total:
+                raise err from None
+            self.error = err
+        except OSError as exc:
+            if not total or isinstance(exc, BlockingIOError):
+                raise
+            self.error = exc
+        finally:
+            self._flush_quietly()  # what reading produced (a KeyUpdate, say)
+        return total
 
     def write(self, data: memoryview) -> int:
+        tls = self.tls
+        if not tls.flush():
+            raise BlockingIOError
+        if self.owed:  # the relay's retry of a write whose ciphertext has now gone
+            n, self.owed = self.owed, 0
+            return n
         try:
-            return self.tls.send(data)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise BlockingIOError from None
+            n = tls.obj.write(data[:WRITE_SIZE])
         except ssl.SSLError as exc:
             raise OSError(None, f"TLS: {_reason(exc)}") from None
+        if not tls.flush():
+            self.owed = n
+            raise BlockingIOError
+        return n
 
     def pending(self) -> bool:
-        return self.tls.pending() > 0
+        tls = self.tls
+        return (not self.eof and self.error is None
+                and (tls.obj.pending() > 0 or tls.incoming.pending > 0 or tls.has_record()))
 
     def shutdown_write(self) -> None:
-        """-N: send close_notify, then FIN; reading goes on."""
+        """-N: send close_notify, then FIN; reading goes on.
+
+        Deferred while OpenSSL holds decrypted bytes not yet read (its
+        shutdown would discard them); the next read finishes it.
+        """
+        self.half_close = True
+        self._finish_half_close()
+
+    def _finish_half_close(self) -> None:
+        if not self.half_close or self.fin_sent or not self.tls.quiet():
+            return
+        self.fin_sent = True
         self._notify()
+        try:
+            self.tls.flush_until(time.monotonic() + HANDSHAKE_TIMEOUT)
+        except OSError:
+            pass  # the peer is gone or not reading: FIN regardless
         super().shutdown_write()
 
     def _notify(self) -> None:
+        """Queue close_notify (OpenSSL sends it once; pync never waits for the peer's)."""
         if self.notified:
             return
         self.notified = True
         try:
-            self.tls.unwrap()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass  # close_notify went out; the peer's has not come yet
-        except (OSError, ValueError):
-            pass  # the connection is already gone
+            self.tls.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # close_notify queued; the peer's has not come yet
+        except (ssl.SSLError, ValueError):
+            pass  # the session is already broken
+        self.tls.collect()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.tls.flush()
+        except OSError:
+            pass  # reported by the next write, if there is one
 
     def close(self) -> None:
         self._notify()
+        self._flush_quietly()  # best effort: a peer that does not read gets none
         super().close()

@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from typing import Optional
 
 from .addr import unix_address
 from .report import PyncError, strerror
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 class SocketFile:
