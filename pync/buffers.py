@@ -174,6 +174,14 @@ class PipeBuffer:
             self.level += n
         return n
 
+    def append(self, data: bytes) -> None:
+        """Queue bytes already read (a proxy's first tunnel bytes); the pipe is empty."""
+        view = memoryview(data)
+        while view:
+            n = os.write(self.w, view)
+            view = view[n:]
+            self.level += n
+
     def drain(self, dst: Stream, limit: Optional[int] = None) -> int:
         assert dst.write_fd is not None and _SPLICE is not None
         n = _SPLICE(self.r, dst.write_fd, self.level if limit is None else limit,

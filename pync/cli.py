@@ -45,7 +45,7 @@ LONG: dict[str, str] = {
     "proxy-auth=": "", "proxy-dns=": "",
     "ssl": "", "ssl-cert=": "", "ssl-key=": "", "ssl-trustfile=": "",
     "ssl-verify": "", "ssl-insecure": "", "ssl-servername=": "",
-    "ssl-alpn=": "", "ssl-ciphers=": "", "ssl-pin=": "",
+    "ssl-alpn=": "", "ssl-ciphers=": "", "ssl-pin=": "", "progress?": "",
 }
 
 # -X values, with ncat's --proxy-type names as aliases.
@@ -156,7 +156,7 @@ def parse(argv: list[str]) -> Options:
     return _with_ports(opts, args)
 
 
-_LONG_ONLY = {"--" + name.rstrip("=") for name, letter in LONG.items()
+_LONG_ONLY = {"--" + name.rstrip("=?") for name, letter in LONG.items()
               if not letter and name != "version"}
 
 
@@ -185,6 +185,10 @@ def _long_only(opt: str, val: str, kw: dict[str, object], lists: dict[str, list[
         kw["ssl"] = True  # every --ssl-* option asks for TLS
     elif name == "hex-dump":
         kw["hex_dump"] = val
+    elif name == "progress":
+        if val not in ("", "force"):
+            raise PyncError(f"--progress takes no value but force: {val}")
+        kw["progress"] = val or "auto"
     else:  # broker, chat, send-only, recv-only, append-output
         kw[name.replace("-", "_")] = True
 

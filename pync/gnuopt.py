@@ -26,11 +26,13 @@ def gnu_getopt(argv: list[str], short: str, long: list[str]
     """Parse argv: ([(option, value), ...], operands).
 
     ``short`` is getopt's optstring (``"w:v"``: -w takes a value); ``long``
-    lists names, a trailing ``=`` meaning the option takes a value.  Options
+    lists names, a trailing ``=`` meaning the option takes a value, ``?``
+    that it may take one (only as ``--name=value``, as glibc's
+    optional_argument).  Options
     come back as ``-v`` or ``--verbose`` (the full name), value ``""`` for
     flags.
     """
-    takes = {name.rstrip("="): name.endswith("=") for name in long}
+    takes = {name.rstrip("=?"): name[-1:] if name[-1:] in "=?" else "" for name in long}
     pairs: list[tuple[str, str]] = []
     operands: list[str] = []
     permute = "POSIXLY_CORRECT" not in os.environ
@@ -53,7 +55,7 @@ def gnu_getopt(argv: list[str], short: str, long: list[str]
     return pairs, operands
 
 
-def _long(text: str, argv: list[str], i: int, takes: dict[str, bool],
+def _long(text: str, argv: list[str], i: int, takes: dict[str, str],
           pairs: list[tuple[str, str]]) -> int:
     name, has_value, value = text.partition("=")
     if name in takes:
@@ -65,13 +67,13 @@ def _long(text: str, argv: list[str], i: int, takes: dict[str, bool],
         if len(matches) > 1:
             raise OptionError(f"option '--{name}' is ambiguous")
         full = matches[0]
-    if takes[full]:
+    if takes[full] == "=":
         if not has_value:
             if i >= len(argv):
                 raise OptionError(f"option '--{full}' requires an argument")
             value = argv[i]
             i += 1
-    elif has_value:
+    elif has_value and not takes[full]:
         raise OptionError(f"option '--{full}' doesn't allow an argument")
     pairs.append(("--" + full, value))
     return i

@@ -76,6 +76,7 @@ class Options(Record):
     ssl_servername: Optional[str] = None  # --ssl-servername NAME (SNI and the name checked)
     ssl_alpn: Optional[str] = None        # --ssl-alpn p1,p2
     ssl_ciphers: Optional[str] = None     # --ssl-ciphers OpenSSL cipher list
+    progress: Optional[str] = None        # --progress: "auto" (on a terminal) or "force"
     ssl_pin: Optional[str] = None         # --ssl-pin sha256:HEX (lower-case hex, no colons)
 
     @property

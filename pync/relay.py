@@ -42,6 +42,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
+    from .progress import Meter
     from .telnet import TelnetFilter
 
 MAX_WAIT = 86400.0  # longest single poll(); longer deadlines take several
@@ -133,7 +134,7 @@ class Relay:
 
     def __init__(self, local: Stream, net: Stream, config: RelayConfig,
                  reporter: Reporter, first_data: bytes = b"",
-                 work: Optional[ByteWork] = None) -> None:
+                 work: Optional[ByteWork] = None, meter: Optional[Meter] = None) -> None:
         self.local = local
         self.net = net
         self.cfg = config
@@ -152,8 +153,13 @@ class Relay:
         self.crlf = CrlfTranslator() if config.crlf else None
         self._set_processing(work)
         self.net_reads = 0
-        if first_data:  # a datagram listener's first message, already read
+        self.sent = 0      # bytes written to the network
+        self.received = 0  # bytes read from the network
+        self.meter = meter
+        self.last_io = 0.0  # when poll last reported something (-w)
+        if first_data:  # already read: a datagram listener's first, a proxy's extra
             self.down.buf.append(first_data)
+            self.received += len(first_data)
             self._count_net_read()
         self.status = 0
         self.quit_at: Optional[float] = None    # -q deadline
@@ -187,33 +193,40 @@ class Relay:
     # -- the loop ---------------------------------------------------------
     def run(self) -> int:
         """Relay until the session ends; returns the exit status (0 or 1)."""
+        start = time.monotonic()
         try:
             self._loop()
         finally:
             self.selector.close()
             self.up.buf.close()
             self.down.buf.close()
+            if self.meter is not None:
+                self.meter.finish(self.sent, self.received)
+            self.report.summary(self.sent, self.received, time.monotonic() - start)
         return self.status
 
     def _loop(self) -> None:
         up, down = self.up, self.down
         idle = self.cfg.idle_timeout
+        self.last_io = time.monotonic()
         while True:
             self._after_io()
             now = time.monotonic()
+            if self.meter is not None and now >= self.meter.due:
+                self.meter.tick(self.sent, self.received, now)
             if self._session_over(now):
                 if not self._linger(now):
                     return
                 continue
-            timeout, idle_wait = self._timeout(now, idle)
+            if idle is not None and now - self.last_io >= idle:
+                return  # -w: nothing happened for that long
+            timeout = self._timeout(now)
             self._set_interest()
-            if timeout is not None and timeout > MAX_WAIT:
-                timeout, idle_wait = MAX_WAIT, False  # poll() takes no more
             # A TLS end may hold decrypted bytes poll() cannot see.
             pending = [d for d in (up, down) if d.src_open and d.src.pending()
                        and self._read_room(d) and d.src.read_fd is not None]
             if pending:
-                timeout, idle_wait = 0.0, False
+                timeout = 0.0
             if self.interest:
                 ready = self.selector.select(timeout)
             elif timeout is None:
@@ -221,9 +234,8 @@ class Relay:
             else:
                 ready = _wait(timeout)
             if not ready and not pending:
-                if idle_wait:
-                    return  # -w: idle too long
                 continue
+            self.last_io = time.monotonic()
             events: dict[int, int] = {}
             for key, ev in ready:
                 events[key.fd] = events.get(key.fd, 0) | ev
@@ -290,17 +302,20 @@ class Relay:
         if self.quit_at is None or when < self.quit_at:
             self.quit_at = when
 
-    def _timeout(self, now: float, idle: Optional[float]):
-        """The poll timeout and whether it is the -w idle timeout."""
+    def _timeout(self, now: float) -> Optional[float]:
+        """Seconds until the next timer (-q, -i, -w, --progress); None: no timer."""
         deadlines = []
         if self.quit_at is not None:
             deadlines.append(self.quit_at)
         if self.up.paused_until > now and not self.up.empty:
             deadlines.append(self.up.paused_until)
-        soonest = min(deadlines) - now if deadlines else None
-        if idle is not None and (soonest is None or idle <= soonest):
-            return idle, True
-        return (max(soonest, 0.0) if soonest is not None else None), False
+        if self.cfg.idle_timeout is not None:
+            deadlines.append(self.last_io + self.cfg.idle_timeout)
+        if self.meter is not None:
+            deadlines.append(self.meter.due)
+        if not deadlines:
+            return None
+        return min(max(min(deadlines) - now, 0.0), MAX_WAIT)  # poll() takes no more
 
     # -- interest ---------------------------------------------------------
     def _set_interest(self) -> None:
@@ -363,6 +378,7 @@ class Relay:
                 self.net.shutdown_read()
             return False
         if d is self.down:
+            self.received += n
             self._count_net_read()
         # Data in hand: try to pass it on now rather than after another poll.
         if d.dst_open and d.dst.write_fd is not None:
@@ -387,7 +403,9 @@ class Relay:
         by_line = bool(self.cfg.interval) and d is self.up
         try:
             while d.urgent:
-                del d.urgent[:d.dst.write(memoryview(d.urgent))]
+                n = d.dst.write(memoryview(d.urgent))
+                del d.urgent[:n]
+                self.sent += n
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -402,6 +420,8 @@ class Relay:
             except OSError as exc:
                 self._destination_failed(d, exc)
                 return
+            if d is self.up:
+                self.sent += n
             if line and n == line:
                 d.paused_until = time.monotonic() + self.cfg.interval
                 return

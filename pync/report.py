@@ -230,6 +230,11 @@ class Reporter:
             self.warn(f"new connection denied: {why}")
 
     # -- relay -----------------------------------------------------------
+    def summary(self, sent: int, received: int, seconds: float) -> None:
+        """-vv: ncat's closing line for a session."""
+        if self.verbose >= 2:
+            self.warn(f"{sent} bytes sent, {received} bytes received in {seconds:.2f} seconds")
+
     def net_error(self, what: str, exc: Optional[BaseException]) -> None:
         """A reset or failed network read/write, under -v."""
         if self.verbose and exc is not None:

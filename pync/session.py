@@ -21,6 +21,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
+    from .progress import Meter
+
 
 class SessionKit:
     """What every session of one pync run shares."""
@@ -94,7 +96,8 @@ def relay_session(sock: socket.socket, label: str, kit: SessionKit,
         from .telnet import TelnetFilter
         work.telnet = TelnetFilter()
     try:
-        return Relay(local, net, relay_config(opts), report, first_data, work).run()
+        return Relay(local, net, relay_config(opts), report, first_data, work,
+                     _meter(opts, report, local)).run()
     except BaseException:
         if local is not kit.stdio:
             local.grace = 0.0  # type: ignore[attr-defined]  # interrupted: end the child now
@@ -103,6 +106,20 @@ def relay_session(sock: socket.socket, label: str, kit: SessionKit,
         net.close()
         if local is not kit.stdio:
             local.close()
+
+
+def _meter(opts: Options, report: Reporter, local: Stream) -> Optional[Meter]:
+    """--progress: a meter when stderr is a terminal (or --progress=force)."""
+    if opts.progress is None:
+        return None
+    if opts.progress != "force":
+        try:
+            if not report.stream.isatty():
+                return None
+        except (AttributeError, ValueError):
+            return None
+    from .progress import Meter, input_size
+    return Meter(report.stream, input_size(local.read_fd))
 
 
 def _network_end(sock: socket.socket, label: str, kit: SessionKit, opts: Options,

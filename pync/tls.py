@@ -366,6 +366,11 @@ class TlsStream(SocketStream):
     the same bytes, which then count as written once the rest has gone (as
     OpenSSL's own SSL_write() retries work).  So the relay's buffer empties
     only when every byte is on its way.
+
+    A TLS error after the handshake (a fatal alert: a server refusing the
+    client's certificate, say) ends the run with ``pync: TLS: reason`` and
+    status 1, as OpenBSD nc's ``tls read failed``; a reset stays a network
+    error (reported under -v), as for plain TCP.
     """
 
     zero_copy = False
@@ -378,7 +383,7 @@ class TlsStream(SocketStream):
         self.half_close = False  # -N asked for close_notify and FIN
         self.fin_sent = False
         self.eof = False         # end of stream already returned
-        self.error: Optional[OSError] = None  # to raise at the next read
+        self.error: Optional[Exception] = None  # to raise at the next read
 
     def read_into(self, buf: memoryview) -> int:
         tls = self.tls
@@ -413,7 +418,7 @@ class TlsStream(SocketStream):
                     break
                 total += n
         except ssl.SSLError as exc:
-            err = OSError(None, f"TLS: {_reason(exc)}")
+            err = PyncError(f"TLS: {_reason(exc)}")  # an alert: the session is broken
             if not total:
                 raise err from None
             self.error = err
@@ -435,7 +440,7 @@ class TlsStream(SocketStream):
         try:
             n = tls.obj.write(data[:WRITE_SIZE])
         except ssl.SSLError as exc:
-            raise OSError(None, f"TLS: {_reason(exc)}") from None
+            raise PyncError(f"TLS: {_reason(exc)}") from None
         if not tls.flush():
             self.owed = n
             raise BlockingIOError

@@ -22,7 +22,7 @@ def test_every_flag_in_manual_and_help():
         assert re.search(rf"^\.It Fl {re.escape(letter)}\b", MAN, re.M), f"-{letter} not in man"
         assert re.search(rf"^\t\t-{re.escape(letter)}\b", help_, re.M), f"-{letter} not in -h"
     for name in LONG:
-        name = name.rstrip("=")
+        name = name.rstrip("=?")
         assert f"Fl -{name}" in MAN, f"--{name} not in man"
         assert f"--{name}" in help_, f"--{name} not in -h"
 
