@@ -9,8 +9,9 @@ import re
 import socket
 import threading
 
-import pync
 from pynctest import TIMEOUT, Server, connect, recv_all
+
+import pync
 
 
 class LineWatch(io.StringIO):
