@@ -88,6 +88,7 @@ HELP_SUMMARY = """\
 		--ssl-alpn list	ALPN protocols, comma-separated
 		--ssl-ciphers l	OpenSSL cipher list
 		--ssl-pin sha256:hex	Accept exactly the certificate with this hash
+		--progress[=force]	A transfer meter on stderr (a terminal, or forced)
 		--version	Print the version and exit
 	Port numbers can be individual or ranges: lo-hi [inclusive]
 """
