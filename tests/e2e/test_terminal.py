@@ -44,3 +44,35 @@ def test_ctrl_c_in_a_terminal():
     server.close()
     assert b"Traceback" not in (server.before or b"")
     assert server.signalstatus is None and server.exitstatus == 130
+
+
+def test_progress_meter_on_a_terminal(tmp_path):
+    """--progress draws on a terminal's stderr, and ends with the totals."""
+    from pynctest import Server, recv_all
+
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * (2 << 20))
+    srv = Server(lambda conn: recv_all(conn) and None)
+    # stdin from the file through the shell; stderr is the pty.
+    term = pexpect.spawn("/bin/sh", ["-c", f'exec "{sys.executable}" -m pync -N --progress '
+                                           f'127.0.0.1 {srv.port} < "{data}"'],
+                         timeout=TIMEOUT, echo=False)
+    term.expect(rb"\r2\.00MiB sent, 0B received \d:\d\d:\d\d \[[^]]+/s\] \[=+\] 100% *\r\n")
+    term.expect(pexpect.EOF)
+    term.close()
+    srv.join()
+    assert term.exitstatus == 0
+
+
+def test_error_messages_read_well_on_a_terminal():
+    """What a new user sees for the commonest mistakes: one line, then usage."""
+    for args, first in ((["-l"], b"pync: missing port number\r\n"),
+                        (["--ssl-pin", "x", "h", "1"],
+                         b"pync: --ssl-pin must be sha256: and 64 hex digits: x\r\n"),
+                        (["--nope"], b"pync: unrecognized option '--nope'\r\nusage: pync ")):
+        term = spawn(*args)
+        term.expect(pexpect.EOF)
+        term.close()
+        assert term.before.startswith(first), term.before
+        assert b"Traceback" not in term.before
+        assert term.exitstatus == 1
