@@ -178,10 +178,9 @@ def _long_only(opt: str, val: str, kw: dict[str, object], lists: dict[str, list[
         if val not in ("local", "remote"):
             raise PyncError(f"--proxy-dns must be local or remote: {val}")
         kw["proxy_dns"] = val
-    elif name == "ssl-pin":
-        kw["ssl_pin"] = parse_pin(val)
     elif name.startswith("ssl"):
-        kw[name.replace("-", "_")] = val if name + "=" in LONG else True
+        value: object = val if name + "=" in LONG else True
+        kw[name.replace("-", "_")] = parse_pin(val) if name == "ssl-pin" else value
         kw["ssl"] = True  # every --ssl-* option asks for TLS
     elif name == "hex-dump":
         kw["hex_dump"] = val

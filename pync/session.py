@@ -32,20 +32,19 @@ class SessionKit:
         self.opts = opts
         self.report = report
         self.dump = SessionDump(opts) if opts.output or opts.hex_dump else None
-        self._tls_context: Any = None
         if opts.exec_argv:
             from .process import check_program
             check_program(opts.exec_argv)
-
-    def tls_context(self) -> Any:
-        """The SSLContext of this run, built once (a server's may be generated)."""
-        if self._tls_context is None:
+        # Built before listening or connecting (and before -k -e forks), so a
+        # bad certificate fails at once and a listener's temporary
+        # certificate is one for all sessions, its fingerprint shown first.
+        self.tls_context: Any = None
+        if opts.ssl:
             from . import tls
-            if self.opts.listen:
-                self._tls_context = tls.server_context(self.opts, self.report)
+            if opts.listen:
+                self.tls_context = tls.server_context(opts, report)
             else:
-                self._tls_context = tls.client_context(self.opts, self.report)
-        return self._tls_context
+                self.tls_context = tls.client_context(opts, report)
 
     def close(self) -> None:
         if self.dump is not None:
@@ -82,7 +81,7 @@ def relay_session(sock: socket.socket, label: str, kit: SessionKit,
     """
     try:
         net = _network_end(sock, label, kit, opts, report, connected,
-                           server_name, accept_from)
+                           server_name, accept_from, first_data)
     except BaseException:
         sock.close()
         raise
@@ -96,7 +95,8 @@ def relay_session(sock: socket.socket, label: str, kit: SessionKit,
         from .telnet import TelnetFilter
         work.telnet = TelnetFilter()
     try:
-        return Relay(local, net, relay_config(opts), report, first_data, work,
+        return Relay(local, net, relay_config(opts), report,
+                     b"" if opts.ssl else first_data, work,
                      _meter(opts, report, local)).run()
     except BaseException:
         if local is not kit.stdio:
@@ -124,13 +124,15 @@ def _meter(opts: Options, report: Reporter, local: Stream) -> Optional[Meter]:
 
 def _network_end(sock: socket.socket, label: str, kit: SessionKit, opts: Options,
                  report: Reporter, connected: bool, server_name: Optional[str],
-                 accept_from: Optional[Callable[[str], bool]]) -> Stream:
+                 accept_from: Optional[Callable[[str], bool]],
+                 first_data: bytes) -> Stream:
     if sock.type == socket.SOCK_DGRAM:
         return DatagramStream(sock, label, connected=connected, accept_from=accept_from)
     if opts.ssl:
+        # Bytes already read (after a proxy's reply) are the first ciphertext.
         from .tls import TlsStream, handshake
-        tls = handshake(sock, kit.tls_context(), opts, report,
-                        server_side=opts.listen, server_name=server_name)
+        tls = handshake(sock, kit.tls_context, opts, report, server_side=opts.listen,
+                        server_name=server_name, received=first_data)
         return TlsStream(tls, label)
     return SocketStream(sock, label)
 

@@ -261,10 +261,11 @@ class TlsSession:
 
 def handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
               report: Reporter, server_side: bool,
-              server_name: Optional[str] = None) -> TlsSession:
+              server_name: Optional[str] = None, received: bytes = b"") -> TlsSession:
     """Complete the handshake over sock (bounded by -w, else 30 s).
 
-    Checks --ssl-pin, prints what was agreed under -v, and turns every
+    ``received``: bytes already read from sock.  Checks --ssl-pin, prints
+    what was agreed under -v, and turns every
     failure into one PyncError line.
     """
     name = None if server_side else (opts.ssl_servername or server_name)
@@ -273,6 +274,7 @@ def handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=name)
     tls = TlsSession(sock, obj, incoming, outgoing)
+    tls.raw += received  # ciphertext read before the handshake (after a proxy's reply)
     sock.setblocking(False)
     deadline = time.monotonic() + (float(opts.wait) if opts.wait else HANDSHAKE_TIMEOUT)
     try:
@@ -307,6 +309,8 @@ def _drive_handshake(tls: TlsSession, deadline: float) -> None:
         except ssl.SSLWantReadError:
             tls.flush_until(deadline)
             while not tls.feed_one():
+                if tls.raw_eof:  # OpenSSL was told, and still wants more
+                    raise ssl.SSLEOFError("EOF occurred during the handshake") from None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise socket.timeout("timed out") from None
@@ -328,11 +332,12 @@ def _send_alert(tls: TlsSession) -> None:
         pass
 
 
-def _wait_fd(sock: socket.socket, event: int, timeout: float) -> None:
-    """Wait (bounded) until sock is readable or writable."""
+def _wait_fd(sock: socket.socket, events: int, timeout: float) -> int:
+    """Wait (bounded) for events on sock; the events that came (0: none)."""
     poller = select.poll()
-    poller.register(sock.fileno(), event)
-    poller.poll(max(timeout, 0.0) * 1000)
+    poller.register(sock.fileno(), events)
+    ready = poller.poll(max(timeout, 0.0) * 1000)
+    return ready[0][1] if ready else 0
 
 
 def _describe(tls: ssl.SSLObject, der: Optional[bytes]) -> str:
@@ -382,7 +387,8 @@ class TlsStream(SocketStream):
         self.notified = False    # close_notify queued
         self.half_close = False  # -N asked for close_notify and FIN
         self.fin_sent = False
-        self.eof = False         # end of stream already returned
+        self.eof = False         # the end of stream was seen
+        self.eof_told = False    # ... and returned to the relay
         self.error: Optional[Exception] = None  # to raise at the next read
 
     def read_into(self, buf: memoryview) -> int:
@@ -390,6 +396,7 @@ class TlsStream(SocketStream):
         if self.error is not None:
             raise self.error
         if self.eof:
+            self.eof_told = True
             return 0
         total = 0
         received = False
@@ -401,6 +408,9 @@ class TlsStream(SocketStream):
                     self._finish_half_close()  # OpenSSL holds nothing unread now
                     if tls.feed_one():
                         continue
+                    if tls.raw_eof:  # OpenSSL was told, and still wants more
+                        self.eof = True
+                        break
                     if total:
                         break
                     if received:
@@ -428,6 +438,10 @@ class TlsStream(SocketStream):
             self.error = exc
         finally:
             self._flush_quietly()  # what reading produced (a KeyUpdate, say)
+            if self.notified and not self.fin_sent:
+                self._finish_half_close()
+        if not total:
+            self.eof_told = self.eof
         return total
 
     def write(self, data: memoryview) -> int:
@@ -447,15 +461,21 @@ class TlsStream(SocketStream):
         return n
 
     def pending(self) -> bool:
+        """Something poll() cannot see: bytes OpenSSL or pync holds, or an
+        end of stream or error found while returning earlier bytes."""
         tls = self.tls
-        return (not self.eof and self.error is None
-                and (tls.obj.pending() > 0 or tls.incoming.pending > 0 or tls.has_record()))
+        if self.error is not None or self.eof:
+            return not self.eof_told
+        return tls.obj.pending() > 0 or tls.incoming.pending > 0 or tls.has_record()
 
     def shutdown_write(self) -> None:
         """-N: send close_notify, then FIN; reading goes on.
 
         Deferred while OpenSSL holds decrypted bytes not yet read (its
-        shutdown would discard them); the next read finishes it.
+        shutdown would discard them): the next read finishes it.  When the
+        socket is full, pync waits for room, but only until the peer sends
+        something (it may be waiting for pync to read); then the reads that
+        follow finish sending.
         """
         self.half_close = True
         self._finish_half_close()
@@ -463,12 +483,18 @@ class TlsStream(SocketStream):
     def _finish_half_close(self) -> None:
         if not self.half_close or self.fin_sent or not self.tls.quiet():
             return
-        self.fin_sent = True
         self._notify()
+        tls = self.tls
         try:
-            self.tls.flush_until(time.monotonic() + HANDSHAKE_TIMEOUT)
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+            while not tls.flush():
+                left = deadline - time.monotonic()
+                if left <= 0 or _wait_fd(tls.sock, select.POLLOUT | select.POLLIN,
+                                         left) & select.POLLIN:
+                    return  # the relay reads; a later read sends the rest
         except OSError:
-            pass  # the peer is gone or not reading: FIN regardless
+            pass  # the peer is gone: nothing more to send
+        self.fin_sent = True
         super().shutdown_write()
 
     def _notify(self) -> None:

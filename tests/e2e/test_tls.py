@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pynctest import TIMEOUT, Proc, connect, pync_cmd, run_pync, start_listener
+from pynctest import TIMEOUT, Proc, Server, connect, pync_cmd, run_pync, start_listener
 
 trustme = pytest.importorskip("trustme")
 
@@ -223,6 +223,27 @@ def test_wrong_pin_refused(certs, prefix):
     assert bytes(listener.out) == b""  # nothing was sent to an unpinned server
 
 
+def test_handshake_bounded_by_w():
+    """A server that accepts and never answers: -w 1 ends the handshake."""
+    hello = bytearray()
+
+    def silent(conn: socket.socket) -> None:
+        while True:  # the ClientHello, then the client's close
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            hello.extend(chunk)
+
+    server = Server(silent)
+    r = run_pync("-w", "1", "--ssl-insecure", "127.0.0.1", str(server.port), input=b"x\n")
+    server.join()
+    assert (r.returncode, r.stdout) == (1, b"")
+    assert r.stderr == (b"pync: warning: --ssl-insecure: the server's certificate is not verified\n"
+                        b"pync: TLS: handshake timed out\n")
+    assert hello[:1] == b"\x16"  # a handshake record was sent, and nothing else
+    assert b"x\n" not in hello
+
+
 # -- the server's temporary certificate ------------------------------------------
 
 def test_temporary_certificate_can_be_pinned():
@@ -243,6 +264,21 @@ def test_temporary_certificate_can_be_pinned():
         stop(listener)
     assert bytes(listener.out) == b"one\ntwo\n"
     assert len(re.findall(rb"TLS certificate \(temporary", bytes(listener.err))) == 1
+
+
+def test_temporary_certificate_is_one_for_all_exec_sessions():
+    """-k -c: sessions run in forked workers, but under one certificate."""
+    listener, port = start_listener("-k", "--ssl", "-c", "cat", stdin=subprocess.DEVNULL)
+    seen = []
+    try:
+        for word in (b"one\n", b"two\n"):
+            r = run_pync("-v", "-N", "--ssl-insecure", "127.0.0.1", str(port), input=word)
+            assert (r.returncode, r.stdout) == (0, word), r.stderr
+            seen.append(re.search(r"peer certificate (sha256:[0-9a-f]{64})\n",
+                                  r.stderr.decode()).group(1))
+    finally:
+        stop(listener)
+    assert seen[0] == seen[1]
 
 
 def test_temporary_certificate_shown_before_any_client():
