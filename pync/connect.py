@@ -104,18 +104,51 @@ class Proxy:
         default = HTTP_PROXY_PORT if self.kind == "connect" else SOCKS_PORT
         self.host, self.port = split_host_port(opts.proxy, default)
         self.password = opts.proxy_password
+        self.asked = False  # the password came from the terminal
         if opts.proxy_user is not None and self.password is None:
             self.password = os.environ.get("PYNC_PROXY_PASSWORD")
-            if self.password is None:
-                self.password = ask_secret(
-                    f"Proxy password for {opts.proxy_user}@{self.host}: ",
-                    "Unable to read proxy passphrase")
+            if self.password is None and self.kind != "connect":
+                self.password = self._ask_password()
+            # HTTP CONNECT, as nc: the first try goes without credentials;
+            # the password is asked only if the proxy answers 407.
+
+    def _ask_password(self) -> str:
+        self.asked = True
+        return ask_secret(f"Proxy password for {self.opts.proxy_user}@{self.host}: ",
+                          "Unable to read proxy passphrase")
 
     def connect(self, host: str, port: int, report: Reporter,
                 md5_key: Optional[bytes]) -> Optional[tuple[socket.socket, bytes]]:
         """A socket tunnelled to host:port and the tunnel's first bytes;
-        None if the proxy itself could not be reached (reported under -v)."""
-        from .proxy import ProxyError, new_handshake
+        None if the proxy itself could not be reached (reported under -v).
+
+        As nc: when an HTTP proxy refuses a password typed on the terminal
+        (407), say ``Proxy authentication failed`` (no ``pync:``), ask again
+        and reconnect; the third refusal ends with ``Too many authentication
+        failures``.  A password from --proxy-auth or the environment is not
+        asked again: its refusal is the error.
+        """
+        from .proxy import ProxyAuthError
+
+        refusals = 0
+        while True:
+            try:
+                return self._connect_once(host, port, report, md5_key)
+            except ProxyAuthError as exc:
+                if self.password is None:  # the first try, without credentials
+                    self.password = self._ask_password()
+                    continue
+                if not self.asked:
+                    raise PyncError(str(exc)) from None
+                report.line(str(exc))
+                refusals += 1
+                if refusals >= 3:
+                    raise PyncError("Too many authentication failures") from None
+                self.password = self._ask_password()
+
+    def _connect_once(self, host: str, port: int, report: Reporter,
+                      md5_key: Optional[bytes]) -> Optional[tuple[socket.socket, bytes]]:
+        from .proxy import ProxyAuthError, ProxyError, new_handshake
 
         opened = open_connection(self.opts, self.host, self.port, report, md5_key)
         if opened is None:
@@ -138,6 +171,9 @@ class Proxy:
                 reply = shake.feed(data)
                 if reply:
                     sock.sendall(reply)
+        except ProxyAuthError:
+            sock.close()
+            raise
         except ProxyError as exc:
             sock.close()
             raise PyncError(str(exc)) from None

@@ -339,7 +339,10 @@ class Socks5(_FixedReads):
 
 
 class HttpConnect(Handshake):
-    """HTTP CONNECT, with Basic authentication if a user is given.
+    """HTTP CONNECT, with Basic authentication if a user and password are given.
+
+    A user without a password sends no credentials (nc's first try): a 407
+    then raises `ProxyAuthError`, for the caller to ask and try again.
 
     Any 2xx status from HTTP/1.0 or 1.1 opens the tunnel; the headers
     that follow are read up to the blank line (CRLF or bare LF) and dropped.
@@ -357,7 +360,7 @@ class HttpConnect(Handshake):
         if len(line) > REQUEST_MAX:
             raise ProxyError("hostname too long")
         request = line + b"Host: " + authority + b"\r\n"
-        if user is not None:
+        if user is not None and password is not None:
             credentials = _encode(user) + b":" + _encode(password or "")
             token = base64.b64encode(credentials)
             if len(credentials) > REQUEST_MAX or len(token) > REQUEST_MAX:

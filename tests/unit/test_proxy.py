@@ -137,8 +137,14 @@ def test_connect_request_with_basic_auth():
     assert h.start() == (b"CONNECT 10.1.2.3:80 HTTP/1.0\r\n"
                          b"Host: 10.1.2.3:80\r\n"
                          b"Proxy-Authorization: Basic Ym9iOnB3Ong=\r\n\r\n")
-    h = new_handshake("connect", "h", 1, user="u")
+    h = new_handshake("connect", "h", 1, user="u", password="")
     assert b"Proxy-Authorization: Basic " + base64.b64encode(b"u:") + b"\r\n" in h.start()
+    # A user without a password yet: nc's first try, no credentials; a 407
+    # asks the caller for the password.
+    h = new_handshake("connect", "h", 1, user="u")
+    assert b"Proxy-Authorization" not in h.start()
+    with pytest.raises(ProxyAuthError):
+        h.feed(b"HTTP/1.0 407 Proxy Authentication Required\r\n\r\n")
 
 
 @pytest.mark.parametrize(("kind", "host", "user", "password", "message"), [
@@ -151,7 +157,7 @@ def test_connect_request_with_basic_auth():
     ("connect", "[::1]", None, None, "Invalid hostname"),
     ("connect", "h\r\nX: y", None, None, "Invalid hostname"),
     ("connect", "a" * 1002, None, None, "hostname too long"),
-    ("connect", "h", "u" * 1100, None, "Proxy username/password too long"),
+    ("connect", "h", "u" * 1100, "", "Proxy username/password too long"),
     ("connect", "h", "u", "p" * 800, "Proxy username/password too long"),
     ("connect", "h", "u", "p" * 743, "Proxy auth response too long"),
     ("4", "h", "a\0b", None, "Invalid user name"),
