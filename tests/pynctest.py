@@ -27,10 +27,10 @@ def pync_cmd(*args: str) -> list[str]:
 
 
 def run_pync(*args: str, input: bytes = b"", timeout: float = TIMEOUT,
-             env: Optional[dict] = None) -> subprocess.CompletedProcess:
+             env: Optional[dict] = None, **kw) -> subprocess.CompletedProcess:
     """Run pync to completion with bytes on stdin; bounded by timeout."""
     return subprocess.run(pync_cmd(*args), input=input, capture_output=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, **kw)
 
 
 class Proc:

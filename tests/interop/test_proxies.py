@@ -400,6 +400,16 @@ def test_http_connect_basic_auth(tinyproxy_auth):
     assert dest.join() == [REQUEST]
 
 
+def test_http_connect_user_without_password_needs_no_prompt(tinyproxy):
+    """-P with a proxy that wants no password: as nc, nothing is asked (there is
+    no terminal here, so a prompt would fail)."""
+    dest = Dest()
+    r = run_pync("-X", "connect", "-P", "alice", "-x", f"127.0.0.1:{tinyproxy}",
+                 "127.0.0.1", str(dest.port), input=REQUEST, start_new_session=True)
+    assert (r.returncode, r.stdout, r.stderr) == (0, ANSWER, b"")
+    assert dest.join() == [REQUEST]
+
+
 def test_http_connect_without_credentials_same_as_nc(tinyproxy_auth):
     r = nc_and_pync("-X", "connect", "-x", f"127.0.0.1:{tinyproxy_auth}",
                     "127.0.0.1", str(closed_port()))
