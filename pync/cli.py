@@ -235,6 +235,8 @@ def _value_option(letter: str, val: str, kw: dict[str, object]) -> None:
         if val.lower() not in PROXY_TYPES:
             raise PyncError("unsupported proxy protocol")
         kw["proxy_type"] = PROXY_TYPES[val.lower()]
+        if val.lower() == "socks4a":  # ncat's name: the proxy resolves
+            kw.setdefault("proxy_dns", "remote")
     elif letter == "V":
         raise PyncError("no alternate routing table support available")
     elif letter == "x":

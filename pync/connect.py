@@ -107,10 +107,11 @@ class Proxy:
         self.asked = False  # the password came from the terminal
         if opts.proxy_user is not None and self.password is None:
             self.password = os.environ.get("PYNC_PROXY_PASSWORD")
-            if self.password is None and self.kind != "connect":
+            if self.password is None and self.kind == "5":
                 self.password = self._ask_password()
-            # HTTP CONNECT, as nc: the first try goes without credentials;
-            # the password is asked only if the proxy answers 407.
+            # SOCKS4 sends no password (the user is its user id); HTTP
+            # CONNECT, as nc, tries without credentials and asks only if
+            # the proxy answers 407.
 
     def _ask_password(self) -> str:
         self.asked = True

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from typing import Callable, Optional
 
 BACKLOG = 5
+DEFAULT_WORKERS = 100  # -l -k -e: children at once without --max-conns (ncat's default)
 
 
 def _backlog(opts: Options) -> int:
@@ -70,7 +71,7 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
     workers = None
     if opts.keep_open and opts.exec_argv:
         from .process import SessionWorkers
-        workers = SessionWorkers(opts.max_conns)
+        workers = SessionWorkers(opts.max_conns or DEFAULT_WORKERS)
     try:
         while True:
             if workers is not None:
@@ -83,7 +84,7 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
                 continue
             if workers is not None and workers.full:
                 conn.close()
-                report.denied(f"connection limit reached ({opts.max_conns})")
+                report.denied(f"connection limit reached ({workers.limit})")
                 continue
             where = describe_peer(peer, opts.numeric, opts.unix_path)
             report.received(where)

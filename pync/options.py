@@ -128,6 +128,12 @@ def check_rules(opts: Options) -> None:
         raise PyncError("no proxy support for listen")
     if opts.unix and (opts.proxy or opts.proxy_type):
         raise PyncError("no proxy support for unix sockets")
+    if opts.proxy and opts.udp:
+        raise PyncError("no proxy support for UDP mode")
+    if opts.proxy and opts.source_addr:
+        raise PyncError("no proxy support for local source address")
+    if opts.fd_pass and opts.unix and not opts.listen:
+        raise PyncError("cannot use -F and -U")
     if opts.brokering and not opts.listen:
         raise PyncError("--broker and --chat need -l")
     if opts.brokering and opts.udp:
@@ -155,6 +161,10 @@ def _check_power_rules(opts: Options) -> None:
             raise PyncError("cannot use --ssl with --broker or --chat")
         if opts.fd_pass and not opts.listen:
             raise PyncError("cannot use --ssl with -F")
+        if opts.listen and (opts.ssl_pin or opts.ssl_servername):
+            raise PyncError("--ssl-pin and --ssl-servername check a server: not with -l")
+        if opts.ssl_key and not opts.ssl_cert:
+            raise PyncError("--ssl-key needs --ssl-cert")
     if opts.output or opts.hex_dump:
         if opts.zero_io:
             raise PyncError("cannot use -o/--hex-dump with -z")

@@ -48,7 +48,7 @@ def check_program(argv: tuple[str, ...]) -> None:
 def child_environment(sock: socket.socket, proto: str) -> dict[str, str]:
     """os.environ plus the addresses of this connection, pync's and ncat's names."""
     env = dict(os.environ)
-    extra = {"PROTO": proto.upper()}
+    extra = {"PROTO": "UNIX" if sock.family == socket.AF_UNIX else proto.upper()}
     for side, get in (("REMOTE", sock.getpeername), ("LOCAL", sock.getsockname)):
         try:
             addr = get()

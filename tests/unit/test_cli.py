@@ -63,6 +63,13 @@ def run_err(*argv: str):
     (["--proxy-dns", "both", "localhost", "1"], "pync: --proxy-dns must be local or remote: both"),
     (["-x", "[::1", "localhost", "1"], "pync: invalid proxy address: [::1"),
     (["-x", "127.0.0.1:http-nope", "localhost", "1"], "pync: port number invalid: http-nope"),
+    (["-u", "-x", "127.0.0.1", "h", "1"], "pync: no proxy support for UDP mode"),
+    (["-s", "127.0.0.1", "-x", "127.0.0.1", "h", "1"],
+     "pync: no proxy support for local source address"),
+    (["-F", "-U", "/tmp/x"], "pync: cannot use -F and -U"),
+    (["-l", "--ssl-pin", "sha256:" + "0" * 64, "1"],
+     "pync: --ssl-pin and --ssl-servername check a server: not with -l"),
+    (["--ssl-key", "k.pem", "h", "1"], "pync: --ssl-key needs --ssl-cert"),
     (["-o", "/nonexistent/dir/f", "localhost", "1"],
      "pync: /nonexistent/dir/f: No such file or directory"),
 ])
