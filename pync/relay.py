@@ -21,15 +21,18 @@ End-of-stream rules, as nc 1.219 behaves (see DESIGN.md):
   (listen mode) the network input is done; with -q N > 0, N seconds later.
 * -w N: N seconds with nothing to do ends the session (status 0).
 
-``selectors.PollSelector`` is used, not epoll: poll() accepts regular files
-and /dev/null (always ready) where epoll refuses them, and with two or three
-descriptors it needs no system call to change interest.
+``select.poll`` is used, not epoll: poll() accepts regular files and
+/dev/null (always ready) where epoll refuses them, and with two or three
+descriptors it needs no system call to change interest.  It is used bare,
+not through ``selectors``, whose per-event objects cost more than the
+system call in a 1-byte ping-pong.
 """
 
 from __future__ import annotations
 
 import errno
-import selectors
+import math
+import select
 import time
 
 from .buffers import BUFSIZE, DATAGRAM_MAX, UDP_PAYLOAD_MAX, MemoryBuffer, PipeBuffer, new_buffer
@@ -50,8 +53,11 @@ MAX_WAIT = 86400.0  # longest single poll(); longer deadlines take several
 # polling again: fewer system calls per byte in bulk transfers, while the
 # other direction and the timers wait at most BURST chunks.
 BURST = 16
-EVENT_READ = selectors.EVENT_READ
-EVENT_WRITE = selectors.EVENT_WRITE
+BURST_MIN = 32 * 1024  # a read this large says a bulk flow: more is likely waiting
+EVENT_READ = 1   # as selectors.EVENT_READ
+EVENT_WRITE = 2  # as selectors.EVENT_WRITE
+_POLL = {EVENT_READ: select.POLLIN, EVENT_WRITE: select.POLLOUT,
+         EVENT_READ | EVENT_WRITE: select.POLLIN | select.POLLOUT}
 
 # Errors that mean "the peer is gone", ending one direction.
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
@@ -163,8 +169,11 @@ class Relay:
             self._count_net_read()
         self.status = 0
         self.quit_at: Optional[float] = None    # -q deadline
-        self.selector = selectors.PollSelector()
+        self.poller = select.poll()
         self.interest: dict[int, int] = {}
+        # Directions whose source may hold bytes poll() cannot see (TLS).
+        self.may_pend = [d for d in (self.up, self.down)
+                         if type(d.src).pending is not Stream.pending]
 
     def _set_processing(self, work: ByteWork) -> None:
         """Give each direction that must see its bytes a ``process`` step."""
@@ -197,7 +206,6 @@ class Relay:
         try:
             self._loop()
         finally:
-            self.selector.close()
             self.up.buf.close()
             self.down.buf.close()
             if self.meter is not None:
@@ -223,12 +231,12 @@ class Relay:
             timeout = self._timeout(now)
             self._set_interest()
             # A TLS end may hold decrypted bytes poll() cannot see.
-            pending = [d for d in (up, down) if d.src_open and d.src.pending()
+            pending = [d for d in self.may_pend if d.src_open and d.src.pending()
                        and self._read_room(d) and d.src.read_fd is not None]
             if pending:
                 timeout = 0.0
             if self.interest:
-                ready = self.selector.select(timeout)
+                ready = self.poller.poll(None if timeout is None else math.ceil(timeout * 1e3))
             elif timeout is None:
                 return  # nothing to watch and no deadline: nothing can happen
             else:
@@ -237,8 +245,11 @@ class Relay:
                 continue
             self.last_io = time.monotonic()
             events: dict[int, int] = {}
-            for key, ev in ready:
-                events[key.fd] = events.get(key.fd, 0) | ev
+            for fd, ev in ready:
+                # As selectors: hang-up and errors wake both readers and writers.
+                got = (EVENT_READ if ev & ~select.POLLOUT else 0) | \
+                      (EVENT_WRITE if ev & ~select.POLLIN else 0)
+                events[fd] = events.get(fd, 0) | got
             for d in pending:
                 events[d.src.read_fd] = events.get(d.src.read_fd, 0) | EVENT_READ  # type: ignore[index]
             self._read(up, events)
@@ -327,15 +338,17 @@ class Relay:
             if (d.dst_open and not d.empty and d.dst.write_fd is not None
                     and d.paused_until <= now and d.dst.can_write()):
                 want[d.dst.write_fd] = want.get(d.dst.write_fd, 0) | EVENT_WRITE
+        if want == self.interest:
+            return
         for fd in self.interest:
             if fd not in want:
-                self.selector.unregister(fd)
+                self.poller.unregister(fd)
         for fd, ev in want.items():
             old = self.interest.get(fd)
             if old is None:
-                self.selector.register(fd, ev)
+                self.poller.register(fd, _POLL[ev])
             elif old != ev:
-                self.selector.modify(fd, ev)
+                self.poller.modify(fd, _POLL[ev])
         self.interest = want
 
     # -- I/O --------------------------------------------------------------
@@ -354,7 +367,9 @@ class Relay:
 
     def _read_once(self, d: Direction) -> bool:
         """Read once and pass it on; True if reading again at once is worth it
-        (everything read went out and the source is still open)."""
+        (a large read, all of it passed on, the source still open).  A small
+        read means the source is drained: another read would only cost a
+        system call (and latency, in a ping-pong)."""
         room = self._read_room(d)
         if not room:
             return False
@@ -383,7 +398,7 @@ class Relay:
         # Data in hand: try to pass it on now rather than after another poll.
         if d.dst_open and d.dst.write_fd is not None:
             self._write(d, {d.dst.write_fd: EVENT_WRITE})
-        return d.src_open and d.empty
+        return n >= BURST_MIN and d.src_open and d.empty
 
     def _count_net_read(self) -> None:
         """-W N: after N reads from the network, stop reading both inputs."""
@@ -451,8 +466,4 @@ class Relay:
 
 def _wait(timeout: float) -> list:
     """Wait for a deadline with no descriptor to watch (-q, -i)."""
-    sel = selectors.PollSelector()
-    try:
-        return sel.select(min(max(timeout, 0.0), MAX_WAIT))
-    finally:
-        sel.close()
+    return select.poll().poll(math.ceil(min(max(timeout, 0.0), MAX_WAIT) * 1e3))
