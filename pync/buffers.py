@@ -203,6 +203,49 @@ class PipeBuffer:
                 pass
 
 
+class FileSendBuffer:
+    """A regular file to a socket with sendfile(): one system call per chunk.
+
+    Nothing is held in memory: ``fill`` only notes how much of the file is
+    left to send (0: end of file, as a read would say), ``drain`` sends from
+    the file's current offset, which sendfile advances.
+    """
+
+    def __init__(self) -> None:
+        self.level = 0
+        self._src: Optional[int] = None
+
+    @property
+    def empty(self) -> bool:
+        return self.level == 0
+
+    @property
+    def room(self) -> int:
+        return 0 if self.level else CHUNK
+
+    def fill(self, src: Stream) -> int:
+        assert src.read_fd is not None
+        self._src = src.read_fd
+        left = os.fstat(src.read_fd).st_size - os.lseek(src.read_fd, 0, os.SEEK_CUR)
+        self.level = max(min(left, CHUNK), 0)
+        return self.level
+
+    def drain(self, dst: Stream, limit: Optional[int] = None) -> int:
+        assert dst.write_fd is not None and self._src is not None
+        n = os.sendfile(dst.write_fd, self._src, None, self.level if limit is None else limit)
+        self.level -= n
+        return n
+
+    def append(self, data: bytes) -> None:
+        raise ValueError("nothing is appended to a file being sent")
+
+    def clear(self) -> None:
+        self.level = 0
+
+    def close(self) -> None:
+        pass
+
+
 def _spliceable(fd: Optional[int], writing: bool) -> bool:
     """Can splice() move data from (or to) this descriptor?
 
@@ -243,10 +286,20 @@ def zero_copy_allowed() -> bool:
     return _SPLICE is not None and os.environ.get("PYNC_ZERO_COPY", "1") != "0"
 
 
+def _regular_file(fd: Optional[int]) -> bool:
+    try:
+        return fd is not None and stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 def new_buffer(src: Stream, dst: Stream, transform: bool):
-    """The buffer for one direction: a pipe when splice can do the moving."""
+    """The buffer for one direction: sendfile from a file to a socket, a pipe
+    when splice can do the moving, else memory."""
     if (not transform and zero_copy_allowed() and src.zero_copy and dst.zero_copy
             and _spliceable(src.read_fd, False) and _spliceable(dst.write_fd, True)):
+        if _regular_file(src.read_fd) and _is_socket(dst.write_fd):
+            return FileSendBuffer()
         try:
             return PipeBuffer(src_is_socket=_is_socket(src.read_fd))
         except OSError as exc:

@@ -35,7 +35,15 @@ import math
 import select
 import time
 
-from .buffers import BUFSIZE, DATAGRAM_MAX, UDP_PAYLOAD_MAX, MemoryBuffer, PipeBuffer, new_buffer
+from .buffers import (
+    BUFSIZE,
+    DATAGRAM_MAX,
+    UDP_PAYLOAD_MAX,
+    FileSendBuffer,
+    MemoryBuffer,
+    PipeBuffer,
+    new_buffer,
+)
 from .crlf import CrlfTranslator
 from .record import Record
 from .report import Reporter
@@ -120,7 +128,8 @@ class Direction:
         self.paused_until = 0.0  # -i: no writing before this time
         # Sources that never block (non-blocking sockets and pipes, files,
         # splice with SPLICE_F_NONBLOCK) may be read again without a poll.
-        self.burst = BURST if (src.nonblocking or isinstance(self.buf, PipeBuffer)) else 1
+        self.burst = BURST if (src.nonblocking
+                               or isinstance(self.buf, (PipeBuffer, FileSendBuffer))) else 1
         self.process: Optional[Callable[[bytes], bytes]] = None
         self.scratch: Optional[memoryview] = None  # where process's input is read
         self.urgent = bytearray()

@@ -59,6 +59,21 @@ def test_file_client_to_listener(blob, tmp_path):
     assert sha(out.read_bytes()) == sha(data)
 
 
+def test_file_stdin_sent_from_its_current_offset(blob):
+    """A file already partly read (``(head -c 1000 >/dev/null; pync ...) < f``):
+    only the rest goes, on the sendfile path as on the others."""
+    path, data = blob
+    got = []
+    srv = Server(lambda conn: got.append(recv_all(conn)) or None)
+    with open(path, "rb") as src:
+        src.seek(1000)
+        r = subprocess.run(pync_cmd("-N", "127.0.0.1", str(srv.port)), stdin=src,
+                           capture_output=True, timeout=TIMEOUT * 3)
+    srv.join()
+    assert r.returncode == 0, r.stderr
+    assert sha(got[0]) == sha(data[1000:])
+
+
 def test_file_listener_to_client(blob, tmp_path):
     path, data = blob
     with open(path, "rb") as src:
