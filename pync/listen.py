@@ -42,13 +42,19 @@ def _backlog(opts: Options) -> int:
 
 def run_listen(opts: Options, kit: SessionKit, report: Reporter) -> int:
     """Listen mode; returns the exit status of the last session."""
+    access = AccessList(opts.allow, opts.deny)  # names resolved before binding
     cleanup: Optional[SocketFile] = None
     if opts.unix:
-        server, cleanup = _unix_listener(opts, report)
+        server, cleanup = _unix_listener(opts)
     else:
         server = _inet_listener(opts, report)
-    access = AccessList(opts.allow, opts.deny)
     try:
+        if opts.unix:
+            # Said only once inside the try: a signal that follows the
+            # message finds the socket file's cleanup armed.
+            report.bound(opts.unix_path or "")
+            if not opts.udp:
+                report.listening(opts.unix_path or "")
         if opts.brokering:
             return Broker(server, opts, kit.stdio, report, access).run()
         if opts.udp:
@@ -176,8 +182,7 @@ def _inet_listener(opts: Options, report: Reporter) -> socket.socket:
     raise PyncError(strerror(last_error) if last_error else "no address to listen on")
 
 
-def _unix_listener(opts: Options, report: Reporter
-                   ) -> tuple[socket.socket, Optional[SocketFile]]:
+def _unix_listener(opts: Options) -> tuple[socket.socket, Optional[SocketFile]]:
     """-lU path: bind a UNIX socket (stream, or datagram with -u)."""
     path = opts.unix_path
     assert path is not None
@@ -195,7 +200,4 @@ def _unix_listener(opts: Options, report: Reporter
         if created:
             created.remove()
         raise PyncError(strerror(exc)) from None
-    report.bound(path)
-    if not opts.udp:
-        report.listening(path)
     return sock, created
