@@ -32,7 +32,7 @@ def read_entries(values: Iterable[str], files: Iterable[str]) -> list[str]:
                 for line in f:
                     line = line.split("#", 1)[0].strip()
                     entries.extend(v.strip() for v in line.split(",") if v.strip())
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
             raise PyncError(f"{path}: {strerror(exc)}") from None
     return entries
 

@@ -7,6 +7,8 @@ as ``host (ip)``; peers are reverse-resolved unless -n.
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 
 from .numbers import strtonum
@@ -77,10 +79,22 @@ def resolve(host: Optional[str], port: int, family: int, socktype: int,
     if numeric:
         flags |= socket.AI_NUMERICHOST
     try:
-        return socket.getaddrinfo(host, port, family, socktype, 0, flags)
+        return _getaddrinfo(host, port, family, socktype, flags)
     except (OSError, ValueError) as exc:
         raise PyncError(f'getaddrinfo for host "{host}" port {port}: '
                         f"{gai_strerror(exc)}") from None
+
+
+def _getaddrinfo(host: Optional[str], port: object, family: int, socktype: int,
+                 flags: int) -> list[AddrInfo]:
+    """socket.getaddrinfo; a name Python's IDNA codec refuses (``a..b``) goes
+    to the C library as bytes, which answers in its own words, as for nc."""
+    try:
+        return socket.getaddrinfo(host, port, family, socktype, 0, flags)
+    except UnicodeError:
+        assert host is not None
+        raw = host.encode("utf-8", "surrogateescape")
+        return socket.getaddrinfo(raw, port, family, socktype, 0, flags)  # type: ignore[arg-type]
 
 
 def resolve_local(host: Optional[str], port: Optional[str], family: int,
@@ -90,7 +104,7 @@ def resolve_local(host: Optional[str], port: Optional[str], family: int,
     if numeric:
         flags |= socket.AI_NUMERICHOST
     try:
-        return socket.getaddrinfo(host, port, family, socktype, 0, flags)
+        return _getaddrinfo(host, port, family, socktype, flags)
     except (OSError, ValueError) as exc:
         raise PyncError(f"getaddrinfo: {gai_strerror(exc)}") from None
 
@@ -140,10 +154,19 @@ def service_name(port: int, proto: str, numeric: bool) -> str:
         return "*"
 
 
+SUN_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path) on Linux
+
+
 def unix_address(path: str) -> str:
-    """A UNIX socket path; ``@name`` means Linux's abstract namespace."""
+    """A UNIX socket path; ``@name`` means Linux's abstract namespace.
+
+    A path too long for sockaddr_un is ENAMETOOLONG (nc's "File name too
+    long"), not Python's own wording.
+    """
     if path.startswith("@"):
-        return "\0" + path[1:]
+        path = "\0" + path[1:]
+    if len(os.fsencode(path)) >= SUN_PATH_MAX + (path[:1] == "\0"):
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
     return path
 
 

@@ -19,6 +19,7 @@ import os
 import selectors
 import socket
 
+from .accepting import Acceptor
 from .access import AccessList
 from .addr import describe_peer, peer_ip
 from .options import Options
@@ -78,6 +79,8 @@ class Broker:
         self.to_stdout = not opts.send_only
         self.stdin_always_ready = False
         self.stdin_line = bytearray()
+        self.acceptor = Acceptor(server, report)
+        self.paused = False  # the listener is out of the selector (EMFILE)
 
     # -- the loop ---------------------------------------------------------
     def run(self) -> int:
@@ -104,19 +107,20 @@ class Broker:
             for client in list(self.clients.values()):
                 client.sock.close()
             self.sel.close()
+            self.acceptor.close()
 
     # -- clients coming and going -----------------------------------------
     def _accept(self) -> None:
         while True:
-            try:
-                sock, peer = self.server.accept()
-            except (BlockingIOError, InterruptedError):
+            got = self.acceptor.accept()
+            if got is None:
+                if self.acceptor.starved and not self.paused:
+                    # Not even a descriptor to refuse with: stop polling the
+                    # listener (it would spin) until a client leaves.
+                    self.sel.unregister(self.server)
+                    self.paused = True
                 return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    self.report.warn(f"accept: {os.strerror(exc.errno)}")
-                    return
-                continue  # the client gave up before we took it (ECONNABORTED)
+            sock, peer = got
             ip = peer_ip(peer)
             if not self.access.permits(ip):
                 self._refuse(sock, f"not allowed ({ip})")
@@ -142,6 +146,9 @@ class Broker:
             return
         self.sel.unregister(client.sock)
         client.sock.close()
+        if self.paused:  # a descriptor is free again: take connections
+            self.sel.register(self.server, selectors.EVENT_READ, None)
+            self.paused = False
         if why and self.report.verbose:
             self.report.warn(f"{client.name} ({client.where}) disconnected: {why}")
         if self.chat:

@@ -15,14 +15,17 @@ stays unconnected, hears every sender and answers the latest.
 from __future__ import annotations
 
 import socket
+import time
 
 from . import sockopts
+from .accepting import Acceptor
 from .access import AccessList
 from .addr import describe_peer, display_host, peer_ip, resolve_local
 from .broker import Broker
 from .buffers import DATAGRAM_MAX
 from .options import IPPROTO_DCCP, Options
 from .report import PyncError, Reporter, strerror
+from .runner import SignalsDeferred
 from .session import SessionKit, relay_session
 from .sockopts import new_socket
 from .unixsock import SocketFile, bind_unix
@@ -44,11 +47,13 @@ def run_listen(opts: Options, kit: SessionKit, report: Reporter) -> int:
     """Listen mode; returns the exit status of the last session."""
     access = AccessList(opts.allow, opts.deny)  # names resolved before binding
     cleanup: Optional[SocketFile] = None
-    if opts.unix:
-        server, cleanup = _unix_listener(opts)
-    else:
-        server = _inet_listener(opts, report)
+    server: Optional[socket.socket] = None
     try:
+        with SignalsDeferred():  # a signal now comes after cleanup is armed
+            if opts.unix:
+                server, cleanup = _unix_listener(opts)
+            else:
+                server = _inet_listener(opts, report)
         if opts.unix:
             # Said only once inside the try: a signal that follows the
             # message finds the socket file's cleanup armed.
@@ -61,7 +66,8 @@ def run_listen(opts: Options, kit: SessionKit, report: Reporter) -> int:
             return _datagram_session(server, opts, kit, report, access)
         return _serve_streams(server, opts, kit, report, access)
     finally:
-        server.close()
+        if server is not None:
+            server.close()
         if cleanup is not None:
             cleanup.remove()
 
@@ -78,11 +84,17 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
     if opts.keep_open and opts.exec_argv:
         from .process import SessionWorkers
         workers = SessionWorkers(opts.max_conns or DEFAULT_WORKERS)
+    acceptor = Acceptor(server, report)
     try:
         while True:
             if workers is not None:
                 workers.reap()
-            conn, peer = server.accept()
+            got = acceptor.accept()
+            if got is None:
+                if acceptor.starved:  # no descriptor even to refuse with: wait
+                    time.sleep(0.1)  # for one to free up, without spinning
+                continue
+            conn, peer = got
             ip = peer_ip(peer)
             if not access.permits(ip):
                 conn.close()
@@ -114,6 +126,7 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
             if not opts.keep_open:
                 return status
     finally:
+        acceptor.close()
         if workers is not None:
             workers.stop()
 

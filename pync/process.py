@@ -152,12 +152,22 @@ class SessionWorkers:
         return self.limit is not None and len(self.pids) >= self.limit
 
     def start(self, session: Callable[[], int]) -> None:
-        """Run session() in a new worker process; it exits with its status."""
+        """Run session() in a new worker process; it exits with its status.
+
+        Signals are held across the fork: the listener records the pid before
+        a SIGTERM can make it stop (and stop() then reaches every worker),
+        and a SIGTERM sent to a worker still starting is delivered once it
+        can act on it.
+        """
+        from .runner import SignalsDeferred
+
+        deferred = SignalsDeferred().__enter__()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the listener's code
             status = 1
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                deferred.__exit__()
                 status = session()
             except KeyboardInterrupt:
                 status = 130
@@ -167,6 +177,7 @@ class SessionWorkers:
             finally:
                 os._exit(status)
         self.pids.add(pid)
+        deferred.__exit__()
 
     def reap(self) -> None:
         """Collect every worker that has ended."""

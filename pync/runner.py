@@ -92,6 +92,27 @@ def _run_mode(opts: Options, report: Reporter, in_fd: Optional[int], out_fd: int
 
 
 
+class SignalsDeferred:
+    """``with SignalsDeferred():`` holds SIGINT, SIGTERM and SIGHUP until the
+    block ends, then they are delivered (and raise) as usual.
+
+    For steps that must not be cut in half: a fork and the bookkeeping of
+    its pid, a socket file and the arming of its cleanup.
+    """
+
+    def __enter__(self) -> SignalsDeferred:
+        import signal
+
+        self._old = signal.pthread_sigmask(
+            signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 

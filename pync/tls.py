@@ -67,7 +67,11 @@ def _common(ctx: ssl.SSLContext, opts: Options) -> None:
     """Settings both sides share: TLS 1.2 minimum, ALPN, ciphers."""
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if opts.ssl_alpn:
-        ctx.set_alpn_protocols([p for p in opts.ssl_alpn.split(",") if p])
+        try:
+            ctx.set_alpn_protocols([p for p in opts.ssl_alpn.split(",") if p])
+        except (UnicodeError, ValueError):
+            raise PyncError("TLS: --ssl-alpn takes ASCII protocol names of 1 to 255 "
+                            f"bytes: {opts.ssl_alpn}") from None
     if opts.ssl_ciphers:
         try:
             ctx.set_ciphers(opts.ssl_ciphers)
@@ -272,7 +276,10 @@ def handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
     if not server_side and ctx.check_hostname and not name:
         raise PyncError("TLS: no host name to verify (give --ssl-servername)")
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=name)
+    try:
+        obj = ctx.wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=name)
+    except (UnicodeError, ValueError):
+        raise PyncError(f"TLS: invalid server name: {name}") from None
     tls = TlsSession(sock, obj, incoming, outgoing)
     tls.raw += received  # ciphertext read before the handshake (after a proxy's reply)
     sock.setblocking(False)

@@ -1,0 +1,87 @@
+"""accept() for listeners that must outlive running out of descriptors.
+
+At RLIMIT_NOFILE, accept() fails with EMFILE and the connection stays in
+the queue: the listening socket stays readable, so a poll loop would spin
+and a plain loop would die.  An ``Acceptor`` keeps one spare descriptor;
+on EMFILE it closes the spare, accepts the waiting connection, closes it at
+once (refused, reported under -v as ``new connection denied: out of file
+descriptors``) and takes the spare back.  When descriptors free up, the
+next connection is served as usual.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from .report import Reporter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
+EXHAUSTED = (errno.EMFILE, errno.ENFILE)
+# The client gave up before accept() took it, or a transient kernel error.
+TRANSIENT = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN,
+             errno.ENOBUFS, errno.ENOMEM)
+
+
+class Acceptor:
+    """Accepts from one listening socket; never fails on EMFILE."""
+
+    def __init__(self, server: socket.socket, report: Reporter) -> None:
+        self.server = server
+        self.report = report
+        self.spare: Optional[int] = self._reserve()
+        # True after an EMFILE with no spare left to shed it: the caller
+        # should stop polling the listener until a descriptor is freed.
+        self.starved = False
+
+    @staticmethod
+    def _reserve() -> Optional[int]:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def accept(self) -> Optional[tuple[socket.socket, Any]]:
+        """The next connection, or None (none waiting, or one refused)."""
+        try:
+            conn, peer = self.server.accept()
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno in EXHAUSTED:
+                self._shed()
+                return None
+            if exc.errno in TRANSIENT:
+                return None
+            raise
+        self.starved = False
+        if self.spare is None:
+            self.spare = self._reserve()
+        return conn, peer
+
+    def _shed(self) -> None:
+        """Refuse the waiting connection with the spare descriptor's room."""
+        if self.spare is None:
+            self.spare = self._reserve()
+        if self.spare is None:
+            self.starved = True
+            return
+        os.close(self.spare)
+        self.spare = None
+        try:
+            conn, _ = self.server.accept()
+            conn.close()
+            self.report.denied("out of file descriptors")
+        except OSError:
+            pass
+        self.spare = self._reserve()
+        self.starved = self.spare is None
+
+    def close(self) -> None:
+        if self.spare is not None:
+            os.close(self.spare)
+            self.spare = None
