@@ -459,7 +459,8 @@ class Relay:
             # sees the ICMP error and it exits 1: so does pync.
             if self.net.datagram and self.report.verbose:
                 self.status = 1
-            self.report.net_error(f"read from {self.net.label} failed", exc)
+            self.report.net_error(f"read from {self.net.label} failed", exc,
+                                  level=1 if self.net.datagram else 2)
             self.net.shutdown_read()
             # A reset or refused connection takes nothing more either.
             self.up.dst_open = False

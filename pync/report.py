@@ -236,9 +236,11 @@ class Reporter:
         if self.verbose >= 2:
             self.warn(f"{sent} bytes sent, {received} bytes received in {seconds:.2f} seconds")
 
-    def net_error(self, what: str, exc: Optional[BaseException]) -> None:
-        """A reset or failed network read/write, under -v."""
-        if self.verbose and exc is not None:
+    def net_error(self, what: str, exc: Optional[BaseException], level: int = 2) -> None:
+        """A reset or failed network read/write: under -vv (nc 1.219 says
+        nothing of a TCP reset, even with -v); ``level`` 1 for datagrams,
+        whose refusal nc's -v probe reports."""
+        if self.verbose >= level and exc is not None:
             self.warn(f"{what}: {strerror(exc)}")
 
 

@@ -71,22 +71,28 @@ def test_huge_interval_is_no_traceback():
     assert b"Traceback" not in p.err
 
 
-def test_reset_reported_under_v_and_status_0_as_nc():
+@pytest.mark.parametrize("verbose", ["-v", "-vv"])
+def test_reset_status_0_as_nc_and_reported_under_vv(verbose):
+    """nc 1.219 exits 0 and says nothing of a reset, even with -v; -vv tells."""
     def server(conn):
         conn.sendall(b"hello\n")
         conn.recv(10)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     srv = Server(server)
-    p = Proc(pync_cmd("-v", "-n", "127.0.0.1", str(srv.port)))
+    p = Proc(pync_cmd(verbose, "-n", "127.0.0.1", str(srv.port)))
     p.wait_stdout(r"hello\n")
     p.send(b"x")
     assert p.wait() == 0
     srv.join()
     p.close_stdin()
     lines = bytes(p.err).decode().splitlines()
-    assert lines[-1] == (f"pync: read from 127.0.0.1 port {srv.port} (tcp) failed: "
-                         "Connection reset by peer")
+    reset = (f"pync: read from 127.0.0.1 port {srv.port} (tcp) failed: "
+             "Connection reset by peer")
+    if verbose == "-v":
+        assert lines == [f"Connection to 127.0.0.1 {srv.port} port [tcp/*] succeeded!"]
+    else:
+        assert reset in lines
 
 
 def test_unsupported_socket_type_is_one_line():
