@@ -370,6 +370,8 @@ class Relay:
         fd = d.src.read_fd
         if not d.src_open or fd is None or not events.get(fd, 0) & EVENT_READ:
             return
+        if not d.dst_open:
+            return  # its destination is gone: _after_io closes this source
         for _ in range(d.burst):
             if not self._read_once(d):
                 return
@@ -407,7 +409,7 @@ class Relay:
         # Data in hand: try to pass it on now rather than after another poll.
         if d.dst_open and d.dst.write_fd is not None:
             self._write(d, {d.dst.write_fd: EVENT_WRITE})
-        return n >= BURST_MIN and d.src_open and d.empty
+        return n >= BURST_MIN and d.src_open and d.dst_open and d.empty
 
     def _count_net_read(self) -> None:
         """-W N: after N reads from the network, stop reading both inputs."""

@@ -55,7 +55,9 @@ def relay_config(opts: Options) -> RelayConfig:
     """Translate Options into the relay's terms."""
     child = opts.exec_argv is not None
     return RelayConfig(
-        end_at_net_eof=opts.listen and not opts.udp and not child,
+        # nc: a listener ends when the network input ends; for UDP that is
+        # when stdout is gone (or -W, or an ICMP error), never an EOF.
+        end_at_net_eof=opts.listen and not child,
         quit_from_stdin_eof=opts.listen or opts.udp,
         half_close=opts.half_close or child,
         quit_after=opts.quit_after_eof if opts.quits_after_eof else None,
