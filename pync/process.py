@@ -25,7 +25,7 @@ import socket
 import subprocess
 
 from .report import PyncError, strerror
-from .streams import Stream, grow_pipe
+from .streams import FdStream, grow_pipe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def child_environment(sock: socket.socket, proto: str) -> dict[str, str]:
     return env
 
 
-class ProcessStream(Stream):
+class ProcessStream(FdStream):
     """A running child: read its stdout, write its stdin."""
 
     label = "exec"
@@ -84,14 +84,6 @@ class ProcessStream(Stream):
         for fd in (self.read_fd, self.write_fd):
             os.set_blocking(fd, False)  # pync's own pipes: never block the relay
             grow_pipe(fd)
-
-    def read_into(self, buf: memoryview) -> int:
-        assert self.read_fd is not None
-        return os.readv(self.read_fd, [buf])
-
-    def write(self, data: memoryview) -> int:
-        assert self.write_fd is not None
-        return os.write(self.write_fd, data)
 
     def shutdown_write(self) -> None:
         """The peer is done: the child sees EOF on its stdin."""

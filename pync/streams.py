@@ -61,7 +61,19 @@ class Stream:
         """Release what this Stream owns."""
 
 
-class StdioStream(Stream):
+class FdStream(Stream):
+    """A Stream on plain descriptors (pipes, files, terminals): readv and write."""
+
+    def read_into(self, buf: memoryview) -> int:
+        assert self.read_fd is not None
+        return os.readv(self.read_fd, [buf])
+
+    def write(self, data: memoryview) -> int:
+        assert self.write_fd is not None
+        return os.write(self.write_fd, data)
+
+
+class StdioStream(FdStream):
     """pync's own stdin and stdout (or the descriptors the library was given).
 
     The descriptors stay in blocking mode, as nc leaves them: they are shared
@@ -78,14 +90,6 @@ class StdioStream(Stream):
         for fd in (in_fd, out_fd):
             if fd is not None:
                 grow_pipe(fd)
-
-    def read_into(self, buf: memoryview) -> int:
-        assert self.read_fd is not None
-        return os.readv(self.read_fd, [buf])
-
-    def write(self, data: memoryview) -> int:
-        assert self.write_fd is not None
-        return os.write(self.write_fd, data)
 
 
 class SocketStream(Stream):
