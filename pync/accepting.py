@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 
 from .report import Reporter
@@ -31,6 +32,10 @@ class Acceptor:
     """Accepts from one listening socket; never fails on EMFILE."""
 
     def __init__(self, server: socket.socket, report: Reporter) -> None:
+        # Non-blocking, always: a blocking accept() at EMFILE fails at once
+        # even with nobody waiting (the descriptor is taken first), and the
+        # shedding accept() must never wait for a connection to refuse.
+        server.setblocking(False)
         self.server = server
         self.report = report
         self.spare: Optional[int] = self._reserve()
@@ -44,6 +49,12 @@ class Acceptor:
             return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
+
+    def wait(self) -> None:
+        """Block until a connection is waiting (for listeners without a loop)."""
+        poller = select.poll()
+        poller.register(self.server, select.POLLIN)
+        poller.poll()
 
     def accept(self) -> Optional[tuple[socket.socket, Any]]:
         """The next connection, or None (none waiting, or one refused)."""

@@ -89,6 +89,7 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
         while True:
             if workers is not None:
                 workers.reap()
+            acceptor.wait()
             got = acceptor.accept()
             if got is None:
                 if acceptor.starved:  # no descriptor even to refuse with: wait

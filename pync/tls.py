@@ -52,14 +52,14 @@ def fingerprint(der: bytes) -> str:
 def _load_chain(ctx: ssl.SSLContext, cert: str, key: Optional[str]) -> None:
     try:
         ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a NUL in a path
         raise PyncError(f"TLS: cannot load certificate {cert}: {_reason(exc)}") from None
 
 
 def _load_trust(ctx: ssl.SSLContext, path: str) -> None:
     try:
         ctx.load_verify_locations(path)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a NUL in a path
         raise PyncError(f"TLS: cannot load trust file {path}: {_reason(exc)}") from None
 
 
@@ -69,13 +69,13 @@ def _common(ctx: ssl.SSLContext, opts: Options) -> None:
     if opts.ssl_alpn:
         try:
             ctx.set_alpn_protocols([p for p in opts.ssl_alpn.split(",") if p])
-        except (UnicodeError, ValueError):
+        except (UnicodeError, ValueError, ssl.SSLError):
             raise PyncError("TLS: --ssl-alpn takes ASCII protocol names of 1 to 255 "
                             f"bytes: {opts.ssl_alpn}") from None
     if opts.ssl_ciphers:
         try:
             ctx.set_ciphers(opts.ssl_ciphers)
-        except ssl.SSLError:
+        except (ssl.SSLError, ValueError):
             raise PyncError(f"TLS: no cipher matches: {opts.ssl_ciphers}") from None
 
 
