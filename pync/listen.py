@@ -120,7 +120,10 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
                     server.close()  # the worker serves its one connection
                     return session()
 
-                workers.start(in_worker)
+                try:
+                    workers.start(in_worker)
+                except OSError as exc:  # no process to spare: refuse, go on
+                    report.denied(f"fork: {strerror(exc)}")
                 conn.close()
                 continue
             status = session()

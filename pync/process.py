@@ -154,7 +154,11 @@ class SessionWorkers:
         from .runner import SignalsDeferred
 
         deferred = SignalsDeferred().__enter__()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:  # EAGAIN (no more processes): signals back on
+            deferred.__exit__()
+            raise
         if pid == 0:  # the worker: never returns into the listener's code
             status = 1
             try:
