@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 MAX_BACKLOG = 1024 * 1024      # bytes waiting for one client before it is dropped
 MAX_LINE = 64 * 1024           # a chat line longer than this is cut there
 DEFAULT_MAX_CONNS = 100        # as ncat
+PAUSE = 0.1  # seconds between tries of a listener out of descriptors
 READ_SIZE = 65536
 
 
@@ -94,7 +95,13 @@ class Broker:
         try:
             while True:
                 timeout = 0 if self.stdin_always_ready else None
-                for key, events in self.sel.select(timeout):
+                if self.paused:
+                    timeout = PAUSE  # retry the listener even if no client leaves
+                ready = self.sel.select(timeout)
+                if self.paused and not ready:
+                    self.sel.register(self.server, selectors.EVENT_READ, None)
+                    self.paused = False
+                for key, events in ready:
                     if key.data is None:
                         self._accept()
                     elif key.data == "stdin":

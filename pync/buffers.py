@@ -233,7 +233,8 @@ class FileSendBuffer:
     def drain(self, dst: Stream, limit: Optional[int] = None) -> int:
         assert dst.write_fd is not None and self._src is not None
         n = os.sendfile(dst.write_fd, self._src, None, self.level if limit is None else limit)
-        self.level -= n
+        # 0: the file shrank since fill() looked; the next fill() sees its end.
+        self.level = self.level - n if n else 0
         return n
 
     def append(self, data: bytes) -> None:

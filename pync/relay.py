@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import select
+import stat
 import time
 
 from .buffers import (
@@ -128,8 +130,7 @@ class Direction:
         self.paused_until = 0.0  # -i: no writing before this time
         # Sources that never block (non-blocking sockets and pipes, files,
         # splice with SPLICE_F_NONBLOCK) may be read again without a poll.
-        self.burst = BURST if (src.nonblocking
-                               or isinstance(self.buf, (PipeBuffer, FileSendBuffer))) else 1
+        self.burst = BURST if _never_blocks(src, self.buf) else 1
         self.process: Optional[Callable[[bytes], bytes]] = None
         self.scratch: Optional[memoryview] = None  # where process's input is read
         self.urgent = bytearray()
@@ -474,6 +475,19 @@ class Relay:
         if d is self.up:
             self.report.net_error(f"write to {self.net.label} failed", exc)
         # stdout gone (EPIPE and the like): end quietly, as nc does.
+
+
+def _never_blocks(src: Stream, buf: object) -> bool:
+    """May src be read again without a poll first?  Non-blocking streams,
+    regular files, and a pipe read with splice(SPLICE_F_NONBLOCK); not a
+    blocking socket or terminal given as stdin (inetd, socket activation)."""
+    if src.nonblocking or isinstance(buf, FileSendBuffer):
+        return True
+    try:
+        mode = os.fstat(src.read_fd).st_mode if src.read_fd is not None else 0
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or (stat.S_ISFIFO(mode) and isinstance(buf, PipeBuffer))
 
 
 def _wait(timeout: float) -> list:

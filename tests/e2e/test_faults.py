@@ -110,3 +110,31 @@ def test_recv_limit_counts_the_first_datagram():
     s.close()
     listener.close_stdin()
     assert bytes(listener.out) == b"one\n"
+
+
+@pytest.mark.parametrize("kind", ["socket", "pipe"])
+def test_stdin_socket_never_blocks_the_relay(kind):
+    """stdin a blocking socket (inetd, socket activation): after a large read
+    the relay must poll again, not block in the next read while the network
+    has something for stdout."""
+    def server(conn):
+        got = 0
+        while got < 200_000:
+            got += len(conn.recv(65536))
+        conn.sendall(b"REPLY\n")
+        conn.recv(1)  # until pync goes
+
+    srv = Server(server)
+    if kind == "socket":
+        mine, theirs = socket.socketpair()
+        feed = mine.sendall
+    else:
+        r, w = os.pipe()
+        theirs, feed = r, (lambda data: os.write(w, data))  # type: ignore[assignment]
+    p = Proc(pync_cmd("127.0.0.1", str(srv.port)), stdin=theirs)
+    try:
+        feed(b"x" * 200_000)  # stdin stays open and silent after this
+        p.wait_stdout(r"REPLY\n", timeout=10)
+    finally:
+        p.kill()
+        srv.join()
