@@ -66,10 +66,11 @@ def run_listen(opts: Options, kit: SessionKit, report: Reporter) -> int:
             return _datagram_session(server, opts, kit, report, access)
         return _serve_streams(server, opts, kit, report, access)
     finally:
-        if server is not None:
-            server.close()
-        if cleanup is not None:
-            cleanup.remove()
+        with SignalsDeferred():  # a signal now cannot cut the clean-up short
+            if server is not None:
+                server.close()
+            if cleanup is not None:
+                cleanup.remove()
 
 
 def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,

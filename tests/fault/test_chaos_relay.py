@@ -261,7 +261,9 @@ def _early_close_under_v(cmd: list[str]) -> tuple[int, bytes, list[str]]:
 def test_peer_gone_while_sending_status_and_data_as_nc():
     nc = _early_close_under_v([require_tool("nc")])
     mine = _early_close_under_v(pync_cmd())
-    assert mine[:2] == nc[:2] == (0, b"bye\n")
+    assert mine[0] == nc[0] == 0
+    assert mine[1] == b"bye\n"  # nc sometimes loses it: the reset races its read
+    assert nc[1] in (b"", b"bye\n")
     no_traceback("\n".join(mine[2]).encode())
 
 
