@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import uuid
 
@@ -140,4 +141,38 @@ def test_signal_during_unix_listener_setup_removes_the_file(sock_dir, syscall, f
                         *pync_cmd(flags, "-v", path)],
                        capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     assert r.returncode == 143
+    assert not os.path.lexists(path), "socket file left behind"
+
+
+def _unix_session(strace: str, path: str, trace_out: str, inject: list[str]) -> int:
+    """-lU path under strace (syscalls touching path only): one client
+    connects, sends a byte and leaves; pync's status."""
+    listener = Proc([strace, "-o", trace_out, "-P", path,
+                     "-e", "trace=newfstatat,lstat,statx,stat", *inject,
+                     *pync_cmd("-lU", "-v", path)])
+    try:
+        listener.wait_stderr("Listening on")
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(TIMEOUT)
+            c.connect(path)
+            c.sendall(b"x")
+        return listener.wait()
+    finally:
+        listener.kill()
+
+
+def test_signal_during_unix_listener_teardown_removes_the_file(sock_dir):
+    strace = _strace()
+    path = os.path.join(sock_dir, "s")
+    trace = os.path.join(sock_dir, "trace")
+    # A first run counts the stat calls on path: the last is the clean-up's.
+    assert _unix_session(strace, path, trace, []) == 0
+    assert not os.path.lexists(path)
+    with open(trace) as f:
+        calls = sum(1 for line in f if path in line and "stat" in line)
+    assert calls >= 1
+    # The second run is told to stop exactly then.
+    inject = f"inject=newfstatat,lstat,statx,stat:signal=SIGTERM:when={calls}"
+    status = _unix_session(strace, path, trace, ["-e", inject])
+    assert status == 143
     assert not os.path.lexists(path), "socket file left behind"
