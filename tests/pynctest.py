@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import IO, Callable, Optional
 
 import pytest
@@ -212,3 +213,106 @@ def filtered_port(keep: list[socket.socket]) -> int:
             pass
         keep.append(f)
     return port
+
+
+# -- /proc -----------------------------------------------------------------
+
+def children_of(pid: int) -> list[int]:
+    """PIDs whose parent is pid (zombies included)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    for kid in children_of(pid):
+        out.append(kid)
+        out.extend(descendants(kid))
+    return out
+
+
+def state(pid: int) -> str:
+    """A process's state letter from /proc, or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def vm_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def open_fds(pid: int) -> dict[int, str]:
+    """The process's descriptors and what they point to."""
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return fds
+
+
+def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition") -> None:
+    """Poll predicate() (bounded) until it is true."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        tick.wait(0.01)  # sleep-ok: bounded poll of /proc or kernel state
+
+
+# -- TLS ---------------------------------------------------------------------
+
+class Certs:
+    """Certificates made by trustme for the TLS tests, as file paths."""
+
+    def __init__(self, d: str) -> None:
+        import hashlib
+        import ssl
+
+        import trustme
+
+        ca = trustme.CA()
+        self.ca = os.path.join(d, "ca.pem")
+        ca.cert_pem.write_to_path(self.ca)
+        self.other_ca = os.path.join(d, "other-ca.pem")  # a CA that signed none of these
+        trustme.CA().cert_pem.write_to_path(self.other_ca)
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        self.server_cert = os.path.join(d, "server.pem")
+        self.server_key = os.path.join(d, "server.key")
+        server.cert_chain_pems[0].write_to_path(self.server_cert)
+        server.private_key_pem.write_to_path(self.server_key)
+        client = ca.issue_cert("client.example")
+        self.client_cert = os.path.join(d, "client.pem")
+        self.client_key = os.path.join(d, "client.key")
+        client.cert_chain_pems[0].write_to_path(self.client_cert)
+        client.private_key_pem.write_to_path(self.client_key)
+        der = ssl.PEM_cert_to_DER_cert(server.cert_chain_pems[0].bytes().decode())
+        self.server_fp = "sha256:" + hashlib.sha256(der).hexdigest()  # as pync -v shows it
+
+    @property
+    def server(self) -> tuple[str, ...]:
+        """pync's options to serve the server certificate."""
+        return ("--ssl", "--ssl-cert", self.server_cert, "--ssl-key", self.server_key)
+
+    @property
+    def client(self) -> tuple[str, ...]:
+        """pync's options to trust the CA."""
+        return ("--ssl", "--ssl-trustfile", self.ca)

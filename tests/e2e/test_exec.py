@@ -10,10 +10,21 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import threading
 
 import pytest
-from pynctest import TIMEOUT, Proc, Server, connect, pync_cmd, recv_all, start_listener
+from pynctest import (
+    TIMEOUT,
+    Proc,
+    Server,
+    children_of,
+    connect,
+    open_fds,
+    pync_cmd,
+    recv_all,
+    start_listener,
+    state,
+    wait_until,
+)
 
 
 def exchange(port: int, data: bytes) -> bytes:
@@ -24,32 +35,9 @@ def exchange(port: int, data: bytes) -> bytes:
         return recv_all(s)
 
 
-def children_of(pid: int) -> list[int]:
-    """PIDs whose parent is pid (zombies included), from /proc."""
-    kids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(entry))
-    return kids
-
-
 def open_sockets(pid: int) -> int:
-    """How many sockets the process holds (from /proc/PID/fd)."""
-    n = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
-                n += 1
-        except OSError:
-            pass
-    return n
+    """How many sockets the process holds."""
+    return sum(target.startswith("socket:") for target in open_fds(pid).values())
 
 
 def stop(proc: Proc) -> None:
@@ -156,14 +144,9 @@ def test_no_zombies_or_leaked_descriptors_after_many_connections():
         base = open_sockets(server.p.pid)
         for i in range(200):
             assert exchange(port, b"%d\n" % i) == b"%d\n" % i
-        # Every worker and child is reaped once its session is over.
-        # The last worker may still be exiting: wait for it, bounded.
-        done = threading.Event()
-        for _ in range(200):
-            if not children_of(server.p.pid):
-                done.set()
-                break
-            done.wait(0.05)  # sleep-ok: bounded poll of /proc for exiting workers
+        # Every worker and child is reaped once its session is over
+        # (the last worker may still be exiting: wait for it, bounded).
+        wait_until(lambda: not children_of(server.p.pid), what="workers reaped")
         assert children_of(server.p.pid) == []
         assert open_sockets(server.p.pid) == base
     finally:
@@ -182,17 +165,9 @@ def test_sigterm_ends_workers_and_children():
     assert server.wait() == 143
     # The worker and its `sleep` are gone (and reaped by their parents).
     for pid in workers + grandchildren:
-        assert not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z"
+        assert not os.path.exists(f"/proc/{pid}") or state(pid) == "Z"
     assert recv_all(s) == b""
     s.close()
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 def test_max_conns_limits_concurrent_children():

@@ -13,11 +13,10 @@ import signal
 import socket
 import ssl
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pynctest import TIMEOUT, Proc, Server, connect, pync_cmd, run_pync, start_listener
+from pynctest import TIMEOUT, Certs, Proc, Server, connect, pync_cmd, run_pync, start_listener
 
 trustme = pytest.importorskip("trustme")
 
@@ -25,39 +24,9 @@ BIG = 8 * 1024 * 1024
 SHORT_WAIT = 4.0  # for things that happen at once, or never
 
 
-@dataclass(frozen=True)
-class Certs:
-    ca: str
-    server_cert: str
-    server_key: str
-    client_cert: str
-    client_key: str
-    server_fp: str  # sha256:HEX of the server's certificate, as -v shows it
-
-    @property
-    def server(self) -> tuple[str, ...]:
-        return ("--ssl", "--ssl-cert", self.server_cert, "--ssl-key", self.server_key)
-
-    @property
-    def client(self) -> tuple[str, ...]:
-        return ("--ssl", "--ssl-trustfile", self.ca)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> Certs:
-    d = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
-    server.private_key_pem.write_to_path(str(d / "server.key"))
-    client = ca.issue_cert("client.example")
-    client.cert_chain_pems[0].write_to_path(str(d / "client.pem"))
-    client.private_key_pem.write_to_path(str(d / "client.key"))
-    der = ssl.PEM_cert_to_DER_cert(server.cert_chain_pems[0].bytes().decode())
-    return Certs(str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key"),
-                 str(d / "client.pem"), str(d / "client.key"),
-                 "sha256:" + hashlib.sha256(der).hexdigest())
+    return Certs(str(tmp_path_factory.mktemp("tls")))
 
 
 def tls_line(fp: str = "", alpn: str = "") -> str:

@@ -14,7 +14,6 @@ under test, not synchronisation.
 from __future__ import annotations
 
 import fcntl
-import os
 import random
 import selectors
 import socket
@@ -24,7 +23,15 @@ import threading
 import time
 from typing import Optional
 
-from pynctest import TIMEOUT
+from pynctest import (  # noqa: F401  (the /proc helpers, for the fault tests)
+    TIMEOUT,
+    children_of,
+    descendants,
+    open_fds,
+    state,
+    vm_rss_kib,
+    wait_until,
+)
 
 A2B = "a2b"  # from the side that connected to the relay to the relay's target
 B2A = "b2a"
@@ -226,69 +233,6 @@ class ChaosRelay:
         assert not self.thread.is_alive(), "chaos relay thread still running"
         if self.errors:
             raise self.errors[0]
-
-
-# -- /proc -----------------------------------------------------------------
-
-def children_of(pid: int) -> list[int]:
-    """PIDs whose parent is pid (zombies included)."""
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    out = []
-    for kid in children_of(pid):
-        out.append(kid)
-        out.extend(descendants(kid))
-    return out
-
-
-def state(pid: int) -> str:
-    """A process's state letter from /proc, or "gone"."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
-def vm_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-def open_fds(pid: int) -> dict[int, str]:
-    """The process's descriptors and what they point to."""
-    fds = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            fds[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            pass
-    return fds
-
-
-def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition") -> None:
-    """Poll predicate() (bounded) until it is true."""
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        tick.wait(0.01)  # sleep-ok: bounded poll of /proc or kernel state
 
 
 def wait_send_blocked(sock: socket.socket, timeout: float = TIMEOUT) -> None:

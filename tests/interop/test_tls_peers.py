@@ -6,15 +6,12 @@ a missing tool fails the test.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import ssl
 import subprocess
-from dataclasses import dataclass
 
 import pytest
-from pynctest import TIMEOUT, Proc, free_port, run_pync, start_listener
+from pynctest import TIMEOUT, Certs, Proc, free_port, run_pync, start_listener
 from pynctest import require_tool as tool
 
 trustme = pytest.importorskip("trustme")
@@ -22,37 +19,9 @@ trustme = pytest.importorskip("trustme")
 PAYLOAD = os.urandom(256 * 1024) + b"\nend of pync's bytes\n"
 
 
-@dataclass(frozen=True)
-class Certs:
-    ca: str
-    server_cert: str
-    server_key: str
-    client_cert: str
-    client_key: str
-    other_ca: str   # a CA that signed none of these
-    server_fp: str  # sha256:HEX, as pync -v shows it
-
-    @property
-    def server(self) -> tuple[str, ...]:
-        return ("--ssl", "--ssl-cert", self.server_cert, "--ssl-key", self.server_key)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> Certs:
-    d = tmp_path_factory.mktemp("tls-peers")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    trustme.CA().cert_pem.write_to_path(str(d / "other-ca.pem"))
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
-    server.private_key_pem.write_to_path(str(d / "server.key"))
-    client = ca.issue_cert("client.example")
-    client.cert_chain_pems[0].write_to_path(str(d / "client.pem"))
-    client.private_key_pem.write_to_path(str(d / "client.key"))
-    der = ssl.PEM_cert_to_DER_cert(server.cert_chain_pems[0].bytes().decode())
-    return Certs(str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key"),
-                 str(d / "client.pem"), str(d / "client.key"), str(d / "other-ca.pem"),
-                 "sha256:" + hashlib.sha256(der).hexdigest())
+    return Certs(str(tmp_path_factory.mktemp("tls-peers")))
 
 
 def verbose_tls(fp: str, alpn: str = "") -> str:
