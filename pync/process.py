@@ -94,6 +94,9 @@ class ProcessStream(FdStream):
                 pass  # the child left without reading: nothing to flush
         self.write_fd = None
 
+    def interrupt(self) -> None:
+        self.grace = 0.0  # the child is terminated at once when closed
+
     def close(self) -> None:
         """Close the pipes and reap the child, terminating it if it lingers."""
         self.shutdown_write()

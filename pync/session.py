@@ -101,8 +101,7 @@ def relay_session(sock: socket.socket, label: str, kit: SessionKit,
                      b"" if opts.ssl else first_data, work,
                      _meter(opts, report, local)).run()
     except BaseException:
-        if local is not kit.stdio:
-            local.grace = 0.0  # type: ignore[attr-defined]  # interrupted: end the child now
+        local.interrupt()
         raise
     finally:
         net.close()

@@ -60,6 +60,9 @@ class Stream:
     def close(self) -> None:
         """Release what this Stream owns."""
 
+    def interrupt(self) -> None:
+        """The session was cut short (a signal): close() should not linger."""
+
 
 class FdStream(Stream):
     """A Stream on plain descriptors (pipes, files, terminals): readv and write."""
