@@ -30,9 +30,12 @@ if TYPE_CHECKING:
 BUFSIZE = 128 * 1024
 DATAGRAM_MAX = 256 * 1024  # larger than any UDP or UNIX datagram we may receive
 UDP_PAYLOAD_MAX = 65507    # the largest UDP payload over IPv4
-CHUNK = 128 * 1024  # larger single moves were slower on the machines measured
+# sendfile() moves at most this much per call: larger calls were slower
+# (scripts/bench, file stdin); splice() takes all the room its pipe has.
+SENDFILE_CHUNK = 128 * 1024
 F_GETPIPE_SZ = 1032
 _SPLICE = getattr(os, "splice", None)
+_DEV_NULL = os.makedev(1, 3)  # Linux's /dev/null
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
@@ -143,8 +146,7 @@ class PipeBuffer:
     def fill(self, src: Stream) -> int:
         assert src.read_fd is not None and _SPLICE is not None
         try:
-            n = _SPLICE(src.read_fd, self.w, min(self.size - self.level, CHUNK),
-                        flags=_FLAGS)
+            n = _SPLICE(src.read_fd, self.w, self.size - self.level, flags=_FLAGS)
         except BlockingIOError:
             if self.level:
                 # Partly filled pages can fill the pipe before `size` bytes:
@@ -221,13 +223,13 @@ class FileSendBuffer:
 
     @property
     def room(self) -> int:
-        return 0 if self.level else CHUNK
+        return 0 if self.level else SENDFILE_CHUNK
 
     def fill(self, src: Stream) -> int:
         assert src.read_fd is not None
         self._src = src.read_fd
         left = os.fstat(src.read_fd).st_size - os.lseek(src.read_fd, 0, os.SEEK_CUR)
-        self.level = max(min(left, CHUNK), 0)
+        self.level = max(min(left, SENDFILE_CHUNK), 0)
         return self.level
 
     def drain(self, dst: Stream, limit: Optional[int] = None) -> int:
@@ -251,7 +253,8 @@ def _spliceable(fd: Optional[int], writing: bool) -> bool:
     """Can splice() move data from (or to) this descriptor?
 
     Pipes, stream sockets and regular files (not opened O_APPEND for
-    writing) can; terminals and character devices cannot.
+    writing) can, and /dev/null as a destination; terminals and other
+    character devices cannot.
     """
     if fd is None:
         return False
@@ -272,7 +275,9 @@ def _spliceable(fd: Optional[int], writing: bool) -> bool:
             kind.close()
     if stat.S_ISREG(st.st_mode):
         return not (writing and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
-    return False
+    # /dev/null takes splice() and drops the pages: a receiver writing there
+    # (a throughput test) never copies the bytes into Python.
+    return writing and stat.S_ISCHR(st.st_mode) and st.st_rdev == _DEV_NULL
 
 
 def _is_socket(fd: Optional[int]) -> bool:

@@ -74,6 +74,23 @@ def test_file_stdin_sent_from_its_current_offset(blob):
     assert sha(got[0]) == sha(data[1000:])
 
 
+def test_listener_into_dev_null_takes_every_byte(blob):
+    """``pync -l > /dev/null``, the throughput test: on the zero-copy path
+    the bytes go socket -> pipe -> /dev/null; every one is still read (the
+    -vv count), the session ends at the peer's EOF, status 0."""
+    path, data = blob
+    with open(os.devnull, "wb") as null, open(path, "rb") as src:
+        lp = subprocess.Popen(pync_cmd("-l", "-vv", "-n", "127.0.0.1", "0"),
+                              stdin=subprocess.DEVNULL, stdout=null, stderr=subprocess.PIPE)
+        port = int(lp.stderr.readline().split()[-1])
+        client = subprocess.run(pync_cmd("-N", "127.0.0.1", str(port)), stdin=src,
+                                capture_output=True, timeout=TIMEOUT * 3)
+        assert lp.wait(TIMEOUT) == 0
+        err = lp.stderr.read().decode()
+    assert client.returncode == 0, client.stderr
+    assert f"0 bytes sent, {len(data)} bytes received" in err
+
+
 def test_file_listener_to_client(blob, tmp_path):
     path, data = blob
     with open(path, "rb") as src:

@@ -34,15 +34,22 @@ def test_pipe_to_socket_takes_the_zero_copy_path(monkeypatch):
         b.close()
 
 
-def test_terminal_like_devices_use_memory(monkeypatch):
+def test_terminals_use_memory_and_dev_null_takes_splice(monkeypatch):
+    """splice() cannot write to a terminal; /dev/null takes it (and drops
+    the pages), so a receiver writing there never copies bytes."""
     monkeypatch.delenv("PYNC_ZERO_COPY", raising=False)
     a, b = socket.socketpair()
+    master, slave = os.openpty()
     null = os.open(os.devnull, os.O_WRONLY)
     try:
-        assert isinstance(new_buffer(SocketStream(a, "a"), StdioStream(None, null), False),
+        assert isinstance(new_buffer(SocketStream(a, "a"), StdioStream(None, slave), False),
                           MemoryBuffer)
+        buf = new_buffer(SocketStream(a, "a"), StdioStream(None, null), False)
+        assert isinstance(buf, PipeBuffer if hasattr(os, "splice") else MemoryBuffer)
+        buf.close()
     finally:
-        os.close(null)
+        for fd in (null, master, slave):
+            os.close(fd)
         a.close()
         b.close()
 
