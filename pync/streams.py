@@ -63,6 +63,11 @@ class Stream:
     def interrupt(self) -> None:
         """The session was cut short (a signal): close() should not linger."""
 
+    def wake_at(self, nbytes: int) -> bool:
+        """Have poll() report readable only once nbytes wait (or the end of
+        stream, or an error); 1 undoes it.  False where this stream cannot."""
+        return False
+
 
 class FdStream(Stream):
     """A Stream on plain descriptors (pipes, files, terminals): readv and write."""
@@ -108,6 +113,16 @@ class SocketStream(Stream):
 
     def read_into(self, buf: memoryview) -> int:
         return self.sock.recv_into(buf)
+
+    def wake_at(self, nbytes: int) -> bool:
+        """SO_RCVLOWAT, on TCP: Linux's poll() honours it there."""
+        if self.sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return False
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
+        except OSError:
+            return False
+        return True
 
     def write(self, data: memoryview) -> int:
         return self.sock.send(data)

@@ -387,6 +387,9 @@ class TlsStream(SocketStream):
 
     zero_copy = False
 
+    def wake_at(self, nbytes: int) -> bool:
+        return False  # records and pending(): the relay must see each one
+
     def __init__(self, tls: TlsSession, label: str) -> None:
         super().__init__(tls.sock, label)
         self.tls = tls

@@ -41,6 +41,32 @@ def test_q_waits_without_spinning():
     assert usage.ru_utime + usage.ru_stime < 1.0, "busy-waited through -q"
 
 
+def test_a_dialogue_then_silence_does_not_spin(relay_path):
+    """In a dialogue pync polls a few microseconds before sleeping (lower
+    latency); when the dialogue stops, that window must shrink away, not
+    become a busy loop: 500 round trips, then -w 1 of silence, and the whole
+    session costs far less than the idle second in CPU."""
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        p = subprocess.Popen(pync_cmd("-w", "1", "127.0.0.1", str(lsock.getsockname()[1])),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(TIMEOUT)
+            for _ in range(500):
+                conn.sendall(b"x")
+                assert p.stdout.read(1) == b"x"
+                p.stdin.write(b"y")
+                assert conn.recv(1) == b"y"
+            _, status, usage = os.wait4(p.pid, 0)  # -w 1 ends it, stdin still open
+    p.returncode = 0
+    p.stdin.close()
+    p.stdout.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert usage.ru_utime + usage.ru_stime < 0.6, "spun through the silence"
+
+
 def test_crlf_against_a_peer_that_never_reads(tmp_path):
     data = tmp_path / "lines"
     data.write_bytes(b"a" + b"\n" * 20_000_000)

@@ -91,6 +91,30 @@ def test_listener_into_dev_null_takes_every_byte(blob):
     assert f"0 bytes sent, {len(data)} bytes received" in err
 
 
+def test_bytes_after_a_bulk_flow_pauses_are_not_held_back():
+    """After a bulk flow pync wakes only per large batch (SO_RCVLOWAT); a
+    short message after the flow pauses, the connection still open, must
+    still reach stdout, and a reply must go back: a dialogue after bulk."""
+    proc, port = start_listener()
+    s = connect(port)
+    try:
+        bulk = b"a" * (4 * MiB)
+        s.sendall(bulk + b"END\n")
+        proc.wait_stdout(r"END\n\Z")
+        for i in range(3):
+            s.sendall(b"ping %d\n" % i)
+            proc.wait_stdout(rf"ping {i}\n\Z")
+            proc.send(b"pong %d\n" % i)
+            got = b""
+            while not got.endswith(b"\n"):
+                got += s.recv(100)
+            assert got == b"pong %d\n" % i
+        assert bytes(proc.out) == bulk + b"END\n" + b"".join(b"ping %d\n" % i for i in range(3))
+    finally:
+        s.close()
+    assert proc.wait() == 0
+
+
 def test_file_listener_to_client(blob, tmp_path):
     path, data = blob
     with open(path, "rb") as src:
