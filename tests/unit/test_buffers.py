@@ -102,3 +102,92 @@ def test_crlf_never_reads_more_than_half_the_room():
             os.close(fd)
         a.close()
         b.close()
+
+
+class _Clock:
+    """A monotonic clock the test moves: 'waiting' costs no real time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("receiver", ["slow", "fast"])
+def test_sendfile_hands_over_to_copying_when_a_local_receiver_is_slow(
+        receiver, tmp_path, monkeypatch):
+    """A receiver on this host that keeps pync waiting for two windows in a
+    row gets the rest by copying; one that keeps up keeps sendfile.  Either
+    way every byte arrives once, in order, from the file's offset on."""
+    import pync.buffers as buffers
+
+    clock = _Clock()
+    monkeypatch.setattr(buffers.time, "monotonic", clock)
+    data = os.urandom(1024 * 1024)
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    a, b = socket.socketpair()  # a UNIX socket: a receiver on this host
+    a.setblocking(False)
+    src = os.open(path, os.O_RDONLY)
+    os.lseek(src, 1000, os.SEEK_SET)
+    buf = buffers.FileSendBuffer(local_peer=True)
+    buf.WINDOW = 64 * 1024
+    got = bytearray()
+    switched_at = None
+    try:
+        while True:
+            n = buf.fill(StdioStream(src, None)) if buf.room else 1
+            while not buf.empty:
+                try:
+                    buf.drain(SocketStream(a, "a"))
+                except BlockingIOError:
+                    if receiver == "slow":
+                        clock.now += 1.0  # pync waited a long second for the reader
+                    got += b.recv(48 * 1024)  # less than a window: it waits in each
+                if buf.copy is not None and switched_at is None:
+                    switched_at = len(got)
+                if receiver == "fast":
+                    clock.now += 0.001  # time passes sending, none waiting
+            if n == 0:
+                break
+        a.shutdown(socket.SHUT_WR)
+        while True:
+            chunk = b.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        os.close(src)
+        a.close()
+        b.close()
+    assert bytes(got) == data[1000:]
+    if receiver == "slow":
+        assert buf.copy is not None and switched_at < len(data) // 2
+    else:
+        assert buf.copy is None
+
+
+def test_sendfile_judges_only_receivers_on_this_host():
+    """Across a network a full socket says nothing about how the receiver
+    reads: sendfile stays whatever the waiting."""
+    from pync.buffers import _same_host
+
+    a, b = socket.socketpair()
+    lsock = socket.socket()
+    try:
+        assert _same_host(a.fileno())
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        c = socket.create_connection(lsock.getsockname())
+        assert _same_host(c.fileno())
+        c.close()
+        assert not _same_host(None)
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            assert not _same_host(null)
+        finally:
+            os.close(null)
+    finally:
+        for s in (a, b, lsock):
+            s.close()
