@@ -25,6 +25,7 @@ import socket
 import stat
 import time
 
+from .addr import same_host
 from .streams import F_SETPIPE_SZ, PIPE_SIZE, Stream
 
 TYPE_CHECKING = False
@@ -310,27 +311,6 @@ class FileSendBuffer:
         pass
 
 
-def _same_host(fd: Optional[int]) -> bool:
-    """Is this socket's peer on this host (loopback, our own address, or a
-    UNIX socket)?  Only there does the receiver read pync's pages itself."""
-    try:
-        sock = socket.socket(fileno=os.dup(fd)) if fd is not None else None
-    except OSError:
-        return False
-    if sock is None:
-        return False
-    try:
-        if sock.family == socket.AF_UNIX:
-            return True
-        peer = sock.getpeername()[0]
-        return (peer.startswith(("127.", "::ffff:127.")) or peer == "::1"
-                or peer == sock.getsockname()[0])
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
 def _spliceable(fd: Optional[int], writing: bool) -> bool:
     """Can splice() move data from (or to) this descriptor?
 
@@ -374,6 +354,11 @@ def zero_copy_allowed() -> bool:
     return _SPLICE is not None and os.environ.get("PYNC_ZERO_COPY", "1") != "0"
 
 
+def _same_host(dst: Stream) -> bool:
+    sock = getattr(dst, "sock", None)
+    return isinstance(sock, socket.socket) and same_host(sock)
+
+
 def _regular_file(fd: Optional[int]) -> bool:
     try:
         return fd is not None and stat.S_ISREG(os.fstat(fd).st_mode)
@@ -387,7 +372,7 @@ def new_buffer(src: Stream, dst: Stream, transform: bool):
     if (not transform and zero_copy_allowed() and src.zero_copy and dst.zero_copy
             and _spliceable(src.read_fd, False) and _spliceable(dst.write_fd, True)):
         if _regular_file(src.read_fd) and _is_socket(dst.write_fd):
-            return FileSendBuffer(local_peer=_same_host(dst.write_fd))
+            return FileSendBuffer(local_peer=_same_host(dst))
         try:
             return PipeBuffer(src_is_socket=_is_socket(src.read_fd))
         except OSError as exc:

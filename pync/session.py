@@ -15,6 +15,7 @@ from .dump import SessionDump
 from .options import Options
 from .relay import ByteWork, Relay, RelayConfig
 from .report import Reporter
+from .sockopts import unpaced_on_this_host
 from .streams import DatagramStream, SocketStream, StdioStream, Stream
 
 TYPE_CHECKING = False
@@ -129,6 +130,7 @@ def _network_end(sock: socket.socket, label: str, kit: SessionKit, opts: Options
                  first_data: bytes) -> Stream:
     if sock.type == socket.SOCK_DGRAM:
         return DatagramStream(sock, label, connected=connected, accept_from=accept_from)
+    unpaced_on_this_host(sock)
     if opts.ssl:
         # Bytes already read (after a proxy's reply) are the first ciphertext.
         from .tls import TlsStream, handshake

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from .addr import resolve_local
+from .addr import resolve_local, same_host
 from .options import Options
 from .report import PyncError, ask_secret, strerror
 
@@ -111,3 +111,28 @@ def _set_md5sig(sock: socket.socket, family: int, key: bytes) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG_EXT, value)
     except OSError as exc:
         raise PyncError(strerror(exc)) from None
+
+
+TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", None)  # Linux
+
+
+def unpaced_on_this_host(sock: socket.socket) -> None:
+    """A TCP connection whose two ends are on this host: if the system's
+    congestion control paces (BBR), ask for cubic (or reno, which anyone may
+    choose) on this one socket.  No network lies between the ends, and
+    pacing costs a timer per burst: 1 GiB over loopback took ~20% longer
+    with BBR here.  Anything else is left as the system set it."""
+    if TCP_CONGESTION is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        current = sock.getsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, 16)
+    except OSError:
+        return
+    if not current.startswith(b"bbr") or not same_host(sock):
+        return
+    for name in (b"cubic", b"reno"):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, name)
+            return
+        except OSError:
+            continue  # not allowed to this user, or not built: the next one

@@ -18,6 +18,7 @@ from pynctest import (
     filtered_port,
     pync_cmd,
     recv_all,
+    require_tool,
     run_pync,
     start_listener,
 )
@@ -113,6 +114,24 @@ def test_bytes_after_a_bulk_flow_pauses_are_not_held_back():
     finally:
         s.close()
     assert proc.wait() == 0
+
+
+def test_no_pacing_between_two_ends_on_this_host():
+    """pync's end of a loopback connection does not keep a pacing
+    congestion control (BBR, this machine's default): ss(8) shows it."""
+    ss = require_tool("ss")
+    proc, port = start_listener()
+    try:
+        with connect(port):
+            proc.wait_stderr(r"Connection received")
+            out = subprocess.run([ss, "-tin", "state", "established", f"( sport = :{port} )"],
+                                 capture_output=True, text=True, timeout=TIMEOUT).stdout
+            lines = out.splitlines()
+            assert len(lines) >= 3, out  # header, the socket, its details
+            assert not lines[2].split()[0].startswith("bbr"), out
+    finally:
+        proc.close_stdin()
+        proc.wait()
 
 
 def test_file_listener_to_client(blob, tmp_path):
