@@ -335,11 +335,14 @@ def _spliceable(fd: Optional[int], writing: bool) -> bool:
             return kind.type == socket.SOCK_STREAM
         finally:
             kind.close()
+    appending = writing and bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
     if stat.S_ISREG(st.st_mode):
-        return not (writing and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+        return not appending  # splice() refuses O_APPEND (EINVAL)
     # /dev/null takes splice() and drops the pages: a receiver writing there
-    # (a throughput test) never copies the bytes into Python.
-    return writing and stat.S_ISCHR(st.st_mode) and st.st_rdev == _DEV_NULL
+    # (a throughput test) never copies the bytes into Python; but not when
+    # opened O_APPEND (``>>/dev/null``), which splice() refuses there too.
+    return (writing and not appending and stat.S_ISCHR(st.st_mode)
+            and st.st_rdev == _DEV_NULL)
 
 
 def _is_socket(fd: Optional[int]) -> bool:

@@ -35,12 +35,15 @@ trip fell from ~250 to ~100 us).  The window adapts: it grows while replies
 come within it and shrinks to nothing when they do not; bulk transfers,
 one-way or in large reads, never spin.
 
-A bulk flow from a TCP socket (a read of BURST_MIN or more) raises the
-socket's SO_RCVLOWAT to BATCH: poll() then wakes once per BATCH bytes
-instead of once per segment the peer sent (nc's 16 KiB writes woke the
-receiver ~25,000 times per GiB, costing more CPU than the bytes).  What
-comes after the flow pauses is never held back: BATCH_WAIT after the last
-read the mark drops back to 1 byte, and an end of stream wakes poll() at once.
+A one-way bulk flow from a TCP socket (BATCH_AFTER bytes read with nothing
+the other way, the last read BURST_MIN or more) raises the socket's
+SO_RCVLOWAT to BATCH: poll() then wakes once per BATCH bytes instead of once
+per segment the peer sent (nc's 16 KiB writes woke the receiver ~25,000
+times per GiB, costing more CPU than the bytes).  What comes after the flow
+pauses is never held back: BATCH_WAIT after the last read the mark drops
+back to 1 byte, as it does at once when anything moves the other way, and an
+end of stream wakes poll() at once.  Requests and replies smaller than
+BATCH_AFTER never meet the mark, so they never wait for it.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ MAX_WAIT = 86400.0  # longest single poll(); longer deadlines take several
 # halves (to 0 below SPIN_START) when it does not.
 SPIN_START = 20e-6
 SPIN_MAX = 200e-6
+BATCH_AFTER = 4 * 1024 * 1024  # read one way with nothing the other: bulk
 BATCH = 512 * 1024   # bulk from TCP: poll() wakes once this much waits...
 BATCH_WAIT = 0.001   # ... or this long after the last read
 # Reads in a row from a source that keeps filling whole chunks, before
@@ -155,6 +159,7 @@ class Direction:
         self.burst = BURST if _never_blocks(src, self.buf) else 1
         self.batched = False  # the source's SO_RCVLOWAT is raised to BATCH
         self.read_at = 0.0    # when it was last read (while batched)
+        self.streak = 0       # bytes read since the other direction last read
         self.process: Optional[Callable[[bytes], bytes]] = None
         self.scratch: Optional[memoryview] = None  # where process's input is read
         self.urgent = bytearray()
@@ -261,8 +266,7 @@ class Relay:
                 self.meter.tick(self.sent, self.received, now)
             for d in (up, down):
                 if d.batched and now - d.read_at >= BATCH_WAIT:
-                    d.batched = False  # the flow paused: every byte wakes poll() again
-                    d.src.wake_at(1)
+                    _unbatch(d)  # the flow paused: every byte wakes poll() again
             if self._session_over(now):
                 if not self._linger(now):
                     return
@@ -464,11 +468,18 @@ class Relay:
             self.received += n
             self._count_net_read()
         self.dialogue = n < BURST_MIN and d is not self.last_read
-        self.last_read = d
+        if d is not self.last_read:
+            self.last_read = d
+            other = self.up if d is self.down else self.down
+            other.streak = 0
+            if other.batched:
+                _unbatch(other)  # a reply may be on its way: no mark to wait for
+        d.streak += n
         if d.batched:
             d.read_at = time.monotonic()
-        elif n >= BURST_MIN and self.cfg.recv_limit is None and d.src.wake_at(BATCH):
-            d.batched = True  # a bulk flow: wake once per BATCH bytes
+        elif (d.streak >= BATCH_AFTER and n >= BURST_MIN and self.cfg.recv_limit is None
+              and d.src.wake_at(BATCH)):
+            d.batched = True  # a one-way bulk flow: wake once per BATCH bytes
             d.read_at = time.monotonic()
         # Data in hand: try to pass it on now rather than after another poll.
         if d.dst_open and d.dst.write_fd is not None:
@@ -551,6 +562,12 @@ def _never_blocks(src: Stream, buf: object) -> bool:
     except OSError:
         return False
     return stat.S_ISREG(mode) or (stat.S_ISFIFO(mode) and isinstance(buf, PipeBuffer))
+
+
+def _unbatch(d: Direction) -> None:
+    """Every byte wakes poll() again for this direction's source."""
+    d.batched = False
+    d.src.wake_at(1)
 
 
 def _wait(timeout: float) -> list:

@@ -115,10 +115,19 @@ class SocketStream(Stream):
         return self.sock.recv_into(buf)
 
     def wake_at(self, nbytes: int) -> bool:
-        """SO_RCVLOWAT, on TCP: Linux's poll() honours it there."""
+        """SO_RCVLOWAT, on TCP: Linux's poll() honours it there.
+
+        At most a quarter of the receive buffer: a mark the buffer cannot
+        hold twice over makes Linux grow the buffer and clamp the window to
+        the mark, and a peer then stalls on a delayed window update (40 ms).
+        """
         if self.sock.family not in (socket.AF_INET, socket.AF_INET6):
             return False
         try:
+            if nbytes > 1:
+                nbytes = min(nbytes, self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 4)
+                if nbytes < WAKE_MIN:
+                    return False  # the buffer is still small: not worth it yet
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
         except OSError:
             return False
@@ -137,6 +146,7 @@ class SocketStream(Stream):
         self.sock.close()
 
 
+WAKE_MIN = 64 * 1024  # a smaller mark saves too few wake-ups to bother
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
 

@@ -75,12 +75,14 @@ def test_file_stdin_sent_from_its_current_offset(blob):
     assert sha(got[0]) == sha(data[1000:])
 
 
-def test_listener_into_dev_null_takes_every_byte(blob):
+@pytest.mark.parametrize("mode", ["wb", "ab"])
+def test_listener_into_dev_null_takes_every_byte(blob, mode):
     """``pync -l > /dev/null``, the throughput test: on the zero-copy path
     the bytes go socket -> pipe -> /dev/null; every one is still read (the
-    -vv count), the session ends at the peer's EOF, status 0."""
+    -vv count), the session ends at the peer's EOF, status 0.  Also with
+    ``>>/dev/null``, which splice() refuses (the copying path takes it)."""
     path, data = blob
-    with open(os.devnull, "wb") as null, open(path, "rb") as src:
+    with open(os.devnull, mode) as null, open(path, "rb") as src:
         lp = subprocess.Popen(pync_cmd("-l", "-vv", "-n", "127.0.0.1", "0"),
                               stdin=subprocess.DEVNULL, stdout=null, stderr=subprocess.PIPE)
         port = int(lp.stderr.readline().split()[-1])

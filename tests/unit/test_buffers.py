@@ -41,14 +41,18 @@ def test_terminals_use_memory_and_dev_null_takes_splice(monkeypatch):
     a, b = socket.socketpair()
     master, slave = os.openpty()
     null = os.open(os.devnull, os.O_WRONLY)
+    appending = os.open(os.devnull, os.O_WRONLY | os.O_APPEND)
     try:
         assert isinstance(new_buffer(SocketStream(a, "a"), StdioStream(None, slave), False),
                           MemoryBuffer)
         buf = new_buffer(SocketStream(a, "a"), StdioStream(None, null), False)
         assert isinstance(buf, PipeBuffer if hasattr(os, "splice") else MemoryBuffer)
         buf.close()
+        # >>/dev/null: splice() refuses O_APPEND there as on files
+        assert isinstance(new_buffer(SocketStream(a, "a"), StdioStream(None, appending), False),
+                          MemoryBuffer)
     finally:
-        for fd in (null, master, slave):
+        for fd in (null, appending, master, slave):
             os.close(fd)
         a.close()
         b.close()
