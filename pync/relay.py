@@ -211,8 +211,10 @@ class Relay:
         self.poller = select.poll()
         self.interest: dict[int, int] = {}
         self.spin = 0.0            # the current spin window (s)
-        self.dialogue = False      # the last read was small, and not in the
-        self.last_read: Optional[Direction] = None  # direction of the one before
+        # A dialogue: the last read was small and went the other way from
+        # the one before it (last_read: the direction read last).
+        self.dialogue = False
+        self.last_read: Optional[Direction] = None
         # Directions whose source may hold bytes poll() cannot see (TLS).
         self.may_pend = [d for d in (self.up, self.down)
                          if type(d.src).pending is not Stream.pending]
