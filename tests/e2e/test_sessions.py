@@ -46,17 +46,25 @@ def blob(tmp_path_factory):
     return path, data
 
 
-def test_file_client_to_listener(blob, tmp_path):
-    path, data = blob
-    out = tmp_path / "received"
-    with open(out, "wb") as sink, open(path, "rb") as src:
-        lp = subprocess.Popen(pync_cmd("-l", "-v", "-n", "127.0.0.1", "0"),
+def _file_to_listener(path, sink, verbose: str = "-v") -> str:
+    """``pync -N host port < path`` into ``pync -l > sink``; both must end
+    with status 0.  Returns the listener's stderr after its first line."""
+    with open(path, "rb") as src:
+        lp = subprocess.Popen(pync_cmd("-l", verbose, "-n", "127.0.0.1", "0"),
                               stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE)
         port = int(lp.stderr.readline().split()[-1])
         client = subprocess.run(pync_cmd("-N", "127.0.0.1", str(port)), stdin=src,
                                 capture_output=True, timeout=TIMEOUT * 3)
         assert lp.wait(TIMEOUT) == 0
     assert client.returncode == 0, client.stderr
+    return lp.stderr.read().decode()
+
+
+def test_file_client_to_listener(blob, tmp_path):
+    path, data = blob
+    out = tmp_path / "received"
+    with open(out, "wb") as sink:
+        _file_to_listener(path, sink)
     assert sha(out.read_bytes()) == sha(data)
 
 
@@ -82,15 +90,8 @@ def test_listener_into_dev_null_takes_every_byte(blob, mode):
     -vv count), the session ends at the peer's EOF, status 0.  Also with
     ``>>/dev/null``, which splice() refuses (the copying path takes it)."""
     path, data = blob
-    with open(os.devnull, mode) as null, open(path, "rb") as src:
-        lp = subprocess.Popen(pync_cmd("-l", "-vv", "-n", "127.0.0.1", "0"),
-                              stdin=subprocess.DEVNULL, stdout=null, stderr=subprocess.PIPE)
-        port = int(lp.stderr.readline().split()[-1])
-        client = subprocess.run(pync_cmd("-N", "127.0.0.1", str(port)), stdin=src,
-                                capture_output=True, timeout=TIMEOUT * 3)
-        assert lp.wait(TIMEOUT) == 0
-        err = lp.stderr.read().decode()
-    assert client.returncode == 0, client.stderr
+    with open(os.devnull, mode) as null:
+        err = _file_to_listener(path, null, "-vv")
     assert f"0 bytes sent, {len(data)} bytes received" in err
 
 
