@@ -189,7 +189,10 @@ class Relay:
         self.up = Direction(local, net, config.crlf or config.interval > 0 or seen,
                             src_open=not config.no_stdin)
         try:
-            self.down = Direction(net, local, seen or work.telnet is not None)
+            # -W counts reads: reads the same size on either path (a splice
+            # could take a whole 1 MiB pipe's worth where a read takes 128 KiB).
+            self.down = Direction(net, local, seen or work.telnet is not None
+                                  or config.recv_limit is not None)
         except BaseException:
             self.up.buf.close()
             raise

@@ -191,3 +191,29 @@ def test_sendfile_judges_only_receivers_on_this_host():
     finally:
         for s in (a, b, lsock):
             s.close()
+
+
+@needs_splice
+def test_recv_limit_reads_the_same_size_on_either_path(monkeypatch):
+    """-W N counts network reads: a splice may take 1 MiB where a read takes
+    128 KiB, so with -W the network side copies on either path."""
+    import io
+
+    from pync.relay import Relay, RelayConfig
+    from pync.report import Reporter
+
+    monkeypatch.delenv("PYNC_ZERO_COPY", raising=False)
+    r, w = os.pipe()
+    a, b = socket.socketpair()
+    try:
+        for config, kind in ((RelayConfig(), PipeBuffer),
+                             (RelayConfig(recv_limit=3), MemoryBuffer)):
+            relay = Relay(StdioStream(r, w), SocketStream(a, "a"), config, Reporter(io.StringIO()))
+            assert isinstance(relay.down.buf, kind)
+            relay.up.buf.close()
+            relay.down.buf.close()
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
