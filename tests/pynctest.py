@@ -316,3 +316,31 @@ class Certs:
     def client(self) -> tuple[str, ...]:
         """pync's options to trust the CA."""
         return ("--ssl", "--ssl-trustfile", self.ca)
+
+
+def run_in_threads(jobs: list, width: int = 8) -> list:
+    """Run the callables ``width`` at a time in threads; their results in order."""
+    results: list = [None] * len(jobs)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    pending = list(enumerate(jobs))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                i, job = pending.pop(0)
+            try:
+                results[i] = job()
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(width)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not any(t.is_alive() for t in threads), "jobs still running"
+    assert not errors, errors
+    return results

@@ -13,11 +13,18 @@ import re
 import resource
 import socket
 import subprocess
-import threading
 
 import pytest
 from faultkit import children_of, open_fds, wait_until
-from pynctest import TIMEOUT, Proc, connect, pync_cmd, recv_all, start_listener
+from pynctest import (
+    TIMEOUT,
+    Proc,
+    connect,
+    pync_cmd,
+    recv_all,
+    run_in_threads,
+    start_listener,
+)
 
 # What pync says when it meets the limit: the system's words, or its own refusal.
 EXHAUSTED = "Too many open files|out of file descriptors"
@@ -154,30 +161,14 @@ def test_keep_open_with_few_descriptors_serves_a_crowd_in_turn():
     listener = Proc(pync_cmd("-l", "-k", "-v", "-n", "127.0.0.1", "0"), preexec_fn=_limit(12))
     try:
         port = int(listener.wait_stderr(r"Listening on \S+ (\d+)\n").group(1))
-        errors: list[BaseException] = []
-        todo = list(range(clients))
-        lock = threading.Lock()
 
-        def client() -> None:
-            while True:
-                with lock:
-                    if not todo:
-                        return
-                    i = todo.pop()
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
-                        s.sendall(b"line %02d\n" % i)
-                        s.shutdown(socket.SHUT_WR)
-                        recv_all(s)
-                except BaseException as exc:
-                    errors.append(exc)
+        def client(i: int) -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+                s.sendall(b"line %02d\n" % i)
+                s.shutdown(socket.SHUT_WR)
+                recv_all(s)
 
-        threads = [threading.Thread(target=client) for _ in range(width)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(TIMEOUT)
-        assert not errors, errors
+        run_in_threads([lambda i=i: client(i) for i in range(clients)], width)
         listener.wait_stdout(rf"(?:line \d\d\n){{{clients}}}")
         assert sorted(bytes(listener.out).splitlines()) == [b"line %02d" % i
                                                              for i in range(clients)]

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 from faultkit import children_of, wait_until
-from pynctest import TIMEOUT, Proc, pync_cmd, recv_all, start_listener
+from pynctest import TIMEOUT, Proc, pync_cmd, recv_all, run_in_threads, start_listener
 
 GOOD, BAD = "127.0.0.1", "127.0.0.2"
 
@@ -51,34 +51,6 @@ def _wait_count(proc: Proc, what: bytes, n: int) -> None:
                what=f"{n} times {what!r} on stderr")
 
 
-def _flood(jobs: list, width: int = 8) -> list:
-    """Run the callables ``width`` at a time in threads; their results in order."""
-    results: list = [None] * len(jobs)
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    pending = list(enumerate(jobs))
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if not pending:
-                    return
-                i, job = pending.pop(0)
-            try:
-                results[i] = job()
-            except BaseException as exc:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(width)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
-    assert not any(t.is_alive() for t in threads), "flood still running"
-    assert not errors, errors
-    return results
-
-
 def test_keep_open_allow_list_under_a_flood():
     """-k --allow 127.0.0.1: 60 connections from .2 between 12 from .1; only
     the allowed lines reach stdout, each refused peer is told at once."""
@@ -90,7 +62,7 @@ def test_keep_open_allow_list_under_a_flood():
                 jobs.append(lambda i=i: _exchange(port, GOOD, b"good %02d\n" % i))
             else:
                 jobs.append(lambda i=i: _exchange(port, BAD, b"bad %02d\n" % i))
-        results = _flood(jobs, width=4)
+        results = run_in_threads(jobs, width=4)
         assert all(r == b"" for r in results)  # -k relays to stdout, answers nothing
         listener.wait_stdout(r"(?:good \d\d\n){12}")
         _wait_count(listener, b"new connection denied: not allowed (127.0.0.2)", 60)
@@ -123,7 +95,7 @@ def test_broker_deny_and_max_conns_under_a_flood():
 
         jobs = [lambda i=i: intruder(BAD, i) for i in range(40)]
         jobs += [lambda i=i: intruder(GOOD, i) for i in range(12)]  # over the limit
-        assert _flood(jobs, width=16) == [b""] * 52  # each closed at once, nothing relayed
+        assert run_in_threads(jobs, width=16) == [b""] * 52  # each closed at once, nothing relayed
         _wait_count(room, b"new connection denied", 52)
         members[0].sendall(b"members only\n")
         for m in members[1:]:
@@ -155,7 +127,7 @@ def test_exec_allow_and_max_conns_under_a_flood():
         jobs = [lambda i=i: (BAD, i, _exchange(port, BAD, b"bad %d\n" % i)) for i in range(30)]
         jobs += [lambda i=i: (GOOD, i, _exchange(port, GOOD, b"good %d\n" % i))
                  for i in range(30)]
-        results = _flood(jobs, width=12)
+        results = run_in_threads(jobs, width=12)
     finally:
         stop.set()
         watcher.join(TIMEOUT)
