@@ -125,23 +125,25 @@ def tinyproxy_auth(tmp_path_factory):
     stop(peer)
 
 
-@pytest.fixture(scope="module")
-def ncat_http():
+def _ncat_http(auth: str = ""):
+    """ncat as an HTTP proxy (wanting ``auth``, user:password, if given)."""
     port = free_port()
-    peer = start_peer([tool("ncat"), "-l", "-k", "--proxy-type", "http",
+    wants = ["--proxy-auth", auth] if auth else []
+    peer = start_peer([tool("ncat"), "-l", "-k", "--proxy-type", "http", *wants,
                        "127.0.0.1", str(port)], port)
     yield port
     stop(peer)
 
 
 @pytest.fixture(scope="module")
+def ncat_http():
+    yield from _ncat_http()
+
+
+@pytest.fixture(scope="module")
 def ncat_http_auth():
     """ncat's HTTP proxy wanting alice:secret: it answers 407 to a wrong password."""
-    port = free_port()
-    peer = start_peer([tool("ncat"), "-l", "-k", "--proxy-type", "http",
-                       "--proxy-auth", "alice:secret", "127.0.0.1", str(port)], port)
-    yield port
-    stop(peer)
+    yield from _ncat_http("alice:secret")
 
 
 @pytest.fixture(scope="module")
