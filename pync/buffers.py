@@ -26,7 +26,7 @@ import stat
 import time
 
 from .addr import same_host
-from .streams import F_SETPIPE_SZ, PIPE_SIZE, Stream
+from .streams import F_SETPIPE_SZ, PIPE_SIZE, SocketStream, Stream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -358,8 +358,7 @@ def zero_copy_allowed() -> bool:
 
 
 def _same_host(dst: Stream) -> bool:
-    sock = getattr(dst, "sock", None)
-    return isinstance(sock, socket.socket) and same_host(sock)
+    return isinstance(dst, SocketStream) and same_host(dst.sock)
 
 
 def _regular_file(fd: Optional[int]) -> bool:
