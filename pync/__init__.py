@@ -17,9 +17,9 @@ __all__ = ["Options", "__version__", "run"]
 def __getattr__(name: str) -> object:
     """Import ``run`` and ``Options`` on first use: ``pync -h`` stays fast."""
     if name == "run":
-        from .runner import run
+        from .cli.run import run
         return run
     if name == "Options":
-        from .options import Options
+        from .base.options import Options
         return Options
     raise AttributeError(f"module 'pync' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """``python -m pync``: the same as the ``pync`` command."""
 
-from .cli import main
+from .cli.run import main
 
 if __name__ == "__main__":
     main()

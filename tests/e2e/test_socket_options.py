@@ -8,9 +8,9 @@ import subprocess
 
 from pynctest import Proc, pync_cmd, recv_all, run_pync
 
-from pync.cli import parse
-from pync.connect import open_connection
-from pync.report import Reporter
+from pync.base.report import Reporter
+from pync.cli.parse import parse
+from pync.modes.connect import open_connection
 
 
 def test_options_are_set_on_the_connecting_socket():

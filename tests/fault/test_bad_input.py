@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import pync
-from pync.addr import parse_port, parse_ports, resolve, resolve_local, split_host_port
-from pync.cli import LONG, SHORT, InfoRequest, parse, parse_pin, parse_tos
-from pync.numbers import strtonum
-from pync.report import USAGE, PyncError
+from pync.base.numbers import strtonum
+from pync.base.report import USAGE, PyncError
+from pync.cli.parse import LONG, SHORT, InfoRequest, parse, parse_pin, parse_tos
+from pync.net.addr import parse_port, parse_ports, resolve, resolve_local, split_host_port
 
 BLOCK = 4  # contiguous reserved ports, for ranges
 

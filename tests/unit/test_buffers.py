@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from pync.buffers import MemoryBuffer, PipeBuffer, new_buffer
-from pync.streams import SocketStream, StdioStream
+from pync.relay.buffers import MemoryBuffer, PipeBuffer, new_buffer
+from pync.relay.streams import SocketStream, StdioStream
 
 needs_splice = pytest.mark.skipif(not hasattr(os, "splice"), reason="os.splice: Python >= 3.10")
 
@@ -87,8 +87,8 @@ def test_crlf_never_reads_more_than_half_the_room():
     """LF -> CRLF doubles at most: with 1 byte of room, -C must not read."""
     import io
 
-    from pync.relay import Relay, RelayConfig
-    from pync.report import Reporter
+    from pync.base.report import Reporter
+    from pync.relay.loop import Relay, RelayConfig
 
     r, w = os.pipe()
     a, b = socket.socketpair()
@@ -124,7 +124,7 @@ def test_sendfile_hands_over_to_copying_when_a_local_receiver_is_slow(
     """A receiver on this host that keeps pync waiting for two windows in a
     row gets the rest by copying; one that keeps up keeps sendfile.  Either
     way every byte arrives once, in order, from the file's offset on."""
-    import pync.buffers as buffers
+    import pync.relay.buffers as buffers
 
     clock = _Clock()
     monkeypatch.setattr(buffers.time, "monotonic", clock)
@@ -175,7 +175,7 @@ def test_sendfile_hands_over_to_copying_when_a_local_receiver_is_slow(
 def test_sendfile_judges_only_receivers_on_this_host():
     """Across a network a full socket says nothing about how the receiver
     reads: sendfile stays whatever the waiting."""
-    from pync.addr import same_host
+    from pync.relay.streams import same_host
 
     a, b = socket.socketpair()
     lsock = socket.socket()
@@ -199,8 +199,8 @@ def test_recv_limit_reads_the_same_size_on_either_path(monkeypatch):
     128 KiB, so with -W the network side copies on either path."""
     import io
 
-    from pync.relay import Relay, RelayConfig
-    from pync.report import Reporter
+    from pync.base.report import Reporter
+    from pync.relay.loop import Relay, RelayConfig
 
     monkeypatch.delenv("PYNC_ZERO_COPY", raising=False)
     r, w = os.pipe()

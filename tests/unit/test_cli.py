@@ -8,8 +8,8 @@ import socket
 import pytest
 
 import pync
-from pync.cli import LONG, SHORT, parse
-from pync.report import PyncError
+from pync.base.report import PyncError
+from pync.cli.parse import LONG, SHORT, parse
 
 
 def run_err(*argv: str):

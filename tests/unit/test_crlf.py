@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pync.crlf import CrlfTranslator
+from pync.protocols.crlf import CrlfTranslator
 
 
 def reference(data: bytes) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pynctest import require_tool
 
-from pync.cli import LONG, SHORT, help_text
+from pync.cli.parse import LONG, SHORT, help_text
 
 ROOT = Path(__file__).resolve().parents[2]
 MAN = (ROOT / "man" / "pync.1").read_text()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pync.hexdump import HexDumper
+from pync.protocols.hexdump import HexDumper
 
 # hexdump -C (util-linux) printed these data lines for the same bytes.
 HELLO = "00000000  68 65 6c 6c 6f 0a                                 |hello.|\n"

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pync.addr import parse_port, parse_ports
-from pync.numbers import strtonum
-from pync.report import PyncError
+from pync.base.numbers import strtonum
+from pync.base.report import PyncError
+from pync.net.addr import parse_port, parse_ports
 
 
 def test_strtonum_words():

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from pynctest import TIMEOUT, Proc
 
-from pync.cli import LONG, SHORT, TOS_KEYWORDS
+from pync.cli.parse import LONG, SHORT, TOS_KEYWORDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPLETIONS = ROOT / "scripts" / "completions"
-PYTHON_FILES = [*sorted(ROOT.glob("pync/*.py")), ROOT / "bin" / "pync",
+PYTHON_FILES = [*sorted(ROOT.glob("pync/**/*.py")), ROOT / "bin" / "pync",
                 ROOT / "scripts" / "build-pyz", ROOT / "scripts" / "gen-completions"]
 
 
@@ -54,9 +54,9 @@ def test_pyz_is_an_executable_compressed_zipapp_of_the_package(pyz):
         infos = zf.infolist()
         names = {i.filename for i in infos}
         main = zf.read("__main__.py").decode()
-    assert "from pync.cli import main" in main
+    assert "from pync.cli.run import main" in main
     files = {n for n in names if not n.endswith("/")}
-    assert {f"pync/{p.name}" for p in ROOT.glob("pync/*.py")} <= files
+    assert {p.relative_to(ROOT).as_posix() for p in ROOT.glob("pync/**/*.py")} <= files
     for name in names:
         assert name == "__main__.py" or name.startswith("pync/"), name
         assert "__pycache__" not in name and not name.endswith((".pyc", ".pyo")), name

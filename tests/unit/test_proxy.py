@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pync import proxy
-from pync.proxy import ProxyAuthError, ProxyError, new_handshake
+from pync.protocols import proxy
+from pync.protocols.proxy import ProxyAuthError, ProxyError, new_handshake
 
 SECRET = "s3cr3t-PW"
 

@@ -12,9 +12,9 @@ import threading
 import pytest
 from pynctest import TIMEOUT
 
-from pync.relay import BATCH, BATCH_AFTER, Relay, RelayConfig
-from pync.report import Reporter
-from pync.streams import SocketStream, StdioStream
+from pync.base.report import Reporter
+from pync.relay.loop import BATCH, BATCH_AFTER, Relay, RelayConfig
+from pync.relay.streams import SocketStream, StdioStream
 
 KiB = 1024
 

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from pync.sockopts import unpaced_on_this_host
+from pync.net.sockopts import unpaced_on_this_host
 
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", None)
 

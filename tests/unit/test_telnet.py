@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pync.telnet import TelnetFilter
+from pync.protocols.telnet import TelnetFilter
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
 NOP, DM, GA = 241, 242, 249

@@ -24,8 +24,8 @@ import signal
 import socket
 import subprocess
 
-from .report import PyncError, strerror
-from .streams import FdStream, grow_pipe
+from ..base.report import PyncError, strerror
+from ..relay.streams import FdStream, grow_pipe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class SessionWorkers:
         and a SIGTERM sent to a worker still starting is delivered once it
         can act on it.
         """
-        from .runner import SignalsDeferred
+        from ..platform.signals import SignalsDeferred
 
         deferred = SignalsDeferred().__enter__()
         try:

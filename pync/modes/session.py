@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import socket
 
-from .dump import SessionDump
-from .options import Options
-from .relay import ByteWork, Relay, RelayConfig
-from .report import Reporter
-from .sockopts import unpaced_on_this_host
-from .streams import DatagramStream, SocketStream, StdioStream, Stream
+from ..base.options import Options
+from ..base.report import Reporter
+from ..net.sockopts import unpaced_on_this_host
+from ..relay.dump import SessionDump
+from ..relay.loop import ByteWork, Relay, RelayConfig
+from ..relay.streams import DatagramStream, SocketStream, StdioStream, Stream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
-    from .progress import Meter
+    from ..relay.progress import Meter
 
 
 class SessionKit:
@@ -32,9 +32,10 @@ class SessionKit:
         self.stdio = stdio
         self.opts = opts
         self.report = report
-        self.dump = SessionDump(opts) if opts.output or opts.hex_dump else None
+        self.dump = (SessionDump(opts.output, opts.hex_dump, opts.append_output)
+                     if opts.output or opts.hex_dump else None)
         if opts.exec_argv:
-            from .process import check_program
+            from .exec import check_program
             check_program(opts.exec_argv)
         # Built before listening or connecting (and before -k -e forks), so a
         # bad certificate fails at once and a listener's temporary
@@ -75,7 +76,7 @@ def relay_config(opts: Options) -> RelayConfig:
 def relay_session(sock: socket.socket, label: str, kit: SessionKit,
                   opts: Options, report: Reporter, *, connected: bool = True,
                   first_data: bytes = b"", server_name: Optional[str] = None,
-                  accept_from: Optional[Callable[[str], bool]] = None) -> int:
+                  accept_from: Optional[Callable[[object], bool]] = None) -> int:
     """Relay the local end over a socket until the session ends; close both.
 
     Datagram sockets (-u) relay message by message; ``connected=False`` is
@@ -95,7 +96,7 @@ def relay_session(sock: socket.socket, label: str, kit: SessionKit,
         raise
     work = ByteWork(record=kit.dump.record if kit.dump else None)
     if opts.telnet:
-        from .telnet import TelnetFilter
+        from ..protocols.telnet import TelnetFilter
         work.telnet = TelnetFilter()
     try:
         return Relay(local, net, relay_config(opts), report,
@@ -120,13 +121,13 @@ def _meter(opts: Options, report: Reporter, local: Stream) -> Optional[Meter]:
                 return None
         except (AttributeError, ValueError):
             return None
-    from .progress import Meter, input_size
+    from ..relay.progress import Meter, input_size
     return Meter(report.stream, input_size(local.read_fd))
 
 
 def _network_end(sock: socket.socket, label: str, kit: SessionKit, opts: Options,
                  report: Reporter, connected: bool, server_name: Optional[str],
-                 accept_from: Optional[Callable[[str], bool]],
+                 accept_from: Optional[Callable[[object], bool]],
                  first_data: bytes) -> Stream:
     if sock.type == socket.SOCK_DGRAM:
         return DatagramStream(sock, label, connected=connected, accept_from=accept_from)
@@ -144,5 +145,5 @@ def _local_end(sock: socket.socket, kit: SessionKit, opts: Options) -> Stream:
     """pync's stdio, or a new -e/-c child for this connection."""
     if opts.exec_argv is None:
         return kit.stdio
-    from .process import ProcessStream, child_environment
+    from .exec import ProcessStream, child_environment
     return ProcessStream(opts.exec_argv, child_environment(sock, opts.proto_name))

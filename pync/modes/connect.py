@@ -18,13 +18,13 @@ import random
 import socket
 import tempfile
 
-from . import sockopts
-from .addr import numeric_host, resolve, service_name, split_host_port, unix_address
-from .options import IPPROTO_DCCP, Options
-from .report import PyncError, Reporter, ask_secret, strerror
+from ..base.options import IPPROTO_DCCP, Options
+from ..base.report import PyncError, Reporter, ask_secret, strerror
+from ..net import sockopts
+from ..net.addr import numeric_host, resolve, service_name, split_host_port, unix_address
+from ..net.sockopts import new_socket
+from ..net.unixsock import SocketFile, bind_unix
 from .session import SessionKit, relay_session
-from .sockopts import new_socket
-from .unixsock import SocketFile, bind_unix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Proxy:
     """-x/-X/-P: reach each destination through one proxy."""
 
     def __init__(self, opts: Options) -> None:
-        from .proxy import HTTP_PROXY_PORT, SOCKS_PORT
+        from ..protocols.proxy import HTTP_PROXY_PORT, SOCKS_PORT
 
         assert opts.proxy is not None
         self.opts = opts
@@ -129,7 +129,7 @@ class Proxy:
         failures``.  A password from --proxy-auth or the environment is not
         asked again: its refusal is the error.
         """
-        from .proxy import ProxyAuthError
+        from ..protocols.proxy import ProxyAuthError
 
         refusals = 0
         while True:
@@ -149,7 +149,7 @@ class Proxy:
 
     def _connect_once(self, host: str, port: int, report: Reporter,
                       md5_key: Optional[bytes]) -> Optional[tuple[socket.socket, bytes]]:
-        from .proxy import ProxyAuthError, ProxyError, new_handshake
+        from ..protocols.proxy import ProxyAuthError, ProxyError, new_handshake
 
         opened = open_connection(self.opts, self.host, self.port, report, md5_key)
         if opened is None:

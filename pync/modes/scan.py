@@ -29,16 +29,16 @@ import tempfile
 import time
 from collections import deque
 
-from . import sockopts
-from .addr import (
+from ..base.options import Options
+from ..base.report import PyncError, Reporter, strerror
+from ..net import sockopts
+from ..net.addr import (
     AddrInfo,
     numeric_host,
     resolve,
     service_name,
     unix_address,
 )
-from .options import Options
-from .report import PyncError, Reporter, strerror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

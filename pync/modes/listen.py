@@ -17,18 +17,18 @@ from __future__ import annotations
 import socket
 import time
 
-from . import sockopts
+from ..base.options import IPPROTO_DCCP, Options
+from ..base.report import PyncError, Reporter, strerror
+from ..net import sockopts
+from ..net.addr import describe_peer, display_host, peer_ip, resolve_local
+from ..net.sockopts import new_socket
+from ..net.unixsock import SocketFile, bind_unix
+from ..platform.signals import SignalsDeferred
+from ..relay.buffers import DATAGRAM_MAX
 from .accepting import Acceptor
 from .access import AccessList
-from .addr import describe_peer, display_host, peer_ip, resolve_local
 from .broker import Broker
-from .buffers import DATAGRAM_MAX
-from .options import IPPROTO_DCCP, Options
-from .report import PyncError, Reporter, strerror
-from .runner import SignalsDeferred
 from .session import SessionKit, relay_session
-from .sockopts import new_socket
-from .unixsock import SocketFile, bind_unix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
     """
     workers = None
     if opts.keep_open and opts.exec_argv:
-        from .process import SessionWorkers
+        from .exec import SessionWorkers
         workers = SessionWorkers(opts.max_conns or DEFAULT_WORKERS)
     acceptor = Acceptor(server, report)
     try:
@@ -153,7 +153,8 @@ def _datagram_session(server: socket.socket, opts: Options, kit: SessionKit,
     if opts.keep_open:
         where = opts.unix_path or "" if opts.unix else "any sender"
         return relay_session(server, where, kit, opts, report, connected=False,
-                             accept_from=access.permits if access.active else None)
+                             accept_from=(lambda peer: access.permits(peer_ip(peer)))
+                             if access.active else None)
     while True:
         data, peer = server.recvfrom(DATAGRAM_MAX)
         ip = peer_ip(peer)

@@ -19,12 +19,12 @@ import os
 import selectors
 import socket
 
+from ..base.options import Options
+from ..base.report import Reporter, write_all
+from ..net.addr import describe_peer, peer_ip
+from ..relay.streams import Stream
 from .accepting import Acceptor
 from .access import AccessList
-from .addr import describe_peer, peer_ip
-from .options import Options
-from .report import Reporter, write_all
-from .streams import Stream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -55,6 +55,9 @@ import select
 import stat
 import time
 
+from ..base.record import Record
+from ..base.report import Reporter
+from ..protocols.crlf import CrlfTranslator
 from .buffers import (
     BUFSIZE,
     DATAGRAM_MAX,
@@ -64,17 +67,14 @@ from .buffers import (
     PipeBuffer,
     new_buffer,
 )
-from .crlf import CrlfTranslator
-from .record import Record
-from .report import Reporter
 from .streams import Stream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
+    from ..protocols.telnet import TelnetFilter
     from .progress import Meter
-    from .telnet import TelnetFilter
 
 MAX_WAIT = 86400.0  # longest single poll(); longer deadlines take several
 # The dialogue spin window, in seconds (see the module's docstring): it starts

@@ -25,8 +25,7 @@ import socket
 import stat
 import time
 
-from .addr import same_host
-from .streams import F_SETPIPE_SZ, PIPE_SIZE, SocketStream, Stream
+from .streams import F_SETPIPE_SZ, PIPE_SIZE, SocketStream, Stream, same_host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import os
 import select
 import socket
 
-from .report import Reporter
+from ..base.report import Reporter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 
-from .hexdump import HexDumper
-from .options import Options
-from .report import PyncError, strerror, write_all
+from ..base.report import PyncError, strerror, write_all
+from ..protocols.hexdump import HexDumper
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,17 +24,17 @@ if TYPE_CHECKING:
 class SessionDump:
     """The open dump files; ``record`` is the relay's hook."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, raw: Optional[str], hexed: Optional[str], append: bool) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-        flags |= os.O_APPEND if opts.append_output else os.O_TRUNC
+        flags |= os.O_APPEND if append else os.O_TRUNC
         self.raw_fd: Optional[int] = None
         self.hex_fd: Optional[int] = None
         self.hex = HexDumper()
         try:
-            if opts.output:
-                self.raw_fd = _open(opts.output, flags)
-            if opts.hex_dump:
-                self.hex_fd = _open(opts.hex_dump, flags)
+            if raw:
+                self.raw_fd = _open(raw, flags)
+            if hexed:
+                self.hex_fd = _open(hexed, flags)
         except PyncError:
             self.close()
             raise

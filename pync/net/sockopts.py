@@ -10,9 +10,10 @@ from __future__ import annotations
 import socket
 import struct
 
-from .addr import resolve_local, same_host
-from .options import Options
-from .report import PyncError, ask_secret, strerror
+from ..base.options import Options
+from ..base.report import PyncError, ask_secret, strerror
+from ..relay.streams import same_host
+from .addr import resolve_local
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ import errno
 import os
 import socket
 
-from .numbers import strtonum
-from .report import PyncError, gai_strerror
+from ..base.numbers import strtonum
+from ..base.report import PyncError, gai_strerror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -180,17 +180,3 @@ def describe_peer(peer: object, numeric: bool, unix_path: Optional[str]) -> str:
     if not isinstance(peer, tuple):
         return peer if isinstance(peer, str) and peer else unix_path or ""
     return f"{display_host(peer, numeric)} {peer[1]}"
-
-
-def same_host(sock: socket.socket) -> bool:
-    """Is this connected socket's peer on this host (loopback, our own
-    address, or a UNIX socket)?  Then no network lies between the two ends:
-    the receiver reads the sender's pages, and nothing needs pacing."""
-    if sock.family == socket.AF_UNIX:
-        return True
-    try:
-        peer = sock.getpeername()[0]
-        return (peer.startswith(("127.", "::ffff:127.")) or peer == "::1"
-                or peer == sock.getsockname()[0])
-    except OSError:
-        return False

@@ -16,8 +16,6 @@ import os
 import socket
 import stat
 
-from .addr import peer_ip
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
@@ -177,21 +175,21 @@ class DatagramStream(Stream):
     nonblocking = True
 
     def __init__(self, sock: socket.socket, label: str, connected: bool = True,
-                 accept_from: Optional[Callable[[str], bool]] = None) -> None:
+                 accept_from: Optional[Callable[[object], bool]] = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.read_fd = self.write_fd = sock.fileno()
         self.label = label
         self.connected = connected
         self.peer: Optional[object] = None
-        self.accept_from = accept_from  # unconnected: which senders are heard
+        self.accept_from = accept_from  # unconnected: which senders (addresses) are heard
 
     def read_into(self, buf: memoryview) -> int:
         if self.connected:
             n = self.sock.recv_into(buf)
         else:
             n, peer = self.sock.recvfrom_into(buf)
-            if self.accept_from is not None and not self.accept_from(peer_ip(peer)):
+            if self.accept_from is not None and not self.accept_from(peer):
                 raise BlockingIOError  # a refused sender: dropped
             self.peer = peer
         if n == 0:
@@ -217,3 +215,17 @@ def _shutdown(sock: socket.socket, how: int) -> None:
         sock.shutdown(how)
     except OSError:
         pass  # already reset or closed by the peer: nothing left to shut
+
+
+def same_host(sock: socket.socket) -> bool:
+    """Is this connected socket's peer on this host (loopback, our own
+    address, or a UNIX socket)?  Then no network lies between the two ends:
+    the receiver reads the sender's pages, and nothing needs pacing."""
+    if sock.family == socket.AF_UNIX:
+        return True
+    try:
+        peer = sock.getpeername()[0]
+        return (peer.startswith(("127.", "::ffff:127.")) or peer == "::1"
+                or peer == sock.getsockname()[0])
+    except OSError:
+        return False

@@ -10,23 +10,16 @@ from __future__ import annotations
 
 import sys
 
-from .cli import InfoRequest, parse
+from ..base.report import PyncError, Reporter, strerror, write_all
+from ..platform.signals import Terminated, install_signal_handlers
 from .localio import LocalIO
-from .report import PyncError, Reporter, strerror, write_all
+from .parse import InfoRequest, parse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO, Any, Optional, Union
 
-    from .options import Options
-
-
-class Terminated(BaseException):
-    """Raised by the SIGTERM/SIGHUP handler so cleanup code runs."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+    from ..base.options import Options
 
 
 def run(argv: list[str], *, stdin: Union[bytes, IO[Any], None] = None,
@@ -62,11 +55,11 @@ def run(argv: list[str], *, stdin: Union[bytes, IO[Any], None] = None,
 def _run_mode(opts: Options, report: Reporter, in_fd: Optional[int], out_fd: int) -> int:
     """Run the mode the options ask for; every failure becomes a status."""
     report.verbose = opts.verbose
-    from .connect import run_connect
-    from .listen import run_listen
-    from .scan import run_scan
-    from .session import SessionKit
-    from .streams import StdioStream
+    from ..modes.connect import run_connect
+    from ..modes.listen import run_listen
+    from ..modes.scan import run_scan
+    from ..modes.session import SessionKit
+    from ..relay.streams import StdioStream
 
     kit = None
     try:
@@ -91,35 +84,11 @@ def _run_mode(opts: Options, report: Reporter, in_fd: Optional[int], out_fd: int
             kit.close()
 
 
+def main(argv: Optional[list[str]] = None) -> None:
+    """The ``pync`` console script."""
+    try:
+        status = run(sys.argv[1:] if argv is None else argv, handle_signals=True)
+    except KeyboardInterrupt:  # ^C outside a session (e.g. while parsing)
+        status = 130
+    sys.exit(status)
 
-class SignalsDeferred:
-    """``with SignalsDeferred():`` holds SIGINT, SIGTERM and SIGHUP until the
-    block ends, then they are delivered (and raise) as usual.
-
-    For steps that must not be cut in half: a fork and the bookkeeping of
-    its pid, a socket file and the arming of its cleanup.
-    """
-
-    def __enter__(self) -> SignalsDeferred:
-        import signal
-
-        self._old = signal.pthread_sigmask(
-            signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import signal
-
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP unwind like ^C, so sockets and files are cleaned up."""
-    import signal  # after parsing: ``pync -h`` does without it
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_terminated)

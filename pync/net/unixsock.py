@@ -12,8 +12,8 @@ import os
 import socket
 import stat
 
+from ..base.report import PyncError, strerror
 from .addr import unix_address
-from .report import PyncError, strerror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from .report import PyncError, gai_strerror, strerror
+from ..base.report import PyncError, gai_strerror, strerror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -10,18 +10,17 @@ rules between flags.  Long names are aliases (ncat's name where ncat has one).
 from __future__ import annotations
 
 import os
-import sys
 
-from . import __version__
+from .. import __version__
+from ..base.numbers import strtonum
+from ..base.options import Options, check_rules
+from ..base.record import replace
+from ..base.report import HELP_SUMMARY, USAGE, PyncError, UsageError
 from .gnuopt import OptionError, gnu_getopt
-from .numbers import strtonum
-from .options import Options, check_rules
-from .record import replace
-from .report import HELP_SUMMARY, USAGE, PyncError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional
+    pass
 
 SHORT = "46bCc:Dde:FhI:i:klM:m:NnO:o:P:p:q:rSs:T:tUuV:vW:w:X:x:Zz"
 
@@ -145,7 +144,7 @@ def parse(argv: list[str]) -> Options:
             _value_option(letter, val, kw)
     kw["verbose"] = verbose
     if any(lists.values()):
-        from .access import read_entries
+        from ..modes.access import read_entries
 
         kw["allow"] = tuple(read_entries(lists["allow"], lists["allowfile"]))
         kw["deny"] = tuple(read_entries(lists["deny"], lists["denyfile"]))
@@ -310,7 +309,7 @@ def _positional(args: list[str], kw: dict[str, object]) -> None:
 
 def _with_ports(opts: Options, args: list[str]) -> Options:
     """Parse the port arguments once the flags are known to be consistent."""
-    from .addr import parse_port, parse_ports
+    from ..net.addr import parse_port, parse_ports
 
     if opts.unix:
         return opts
@@ -324,15 +323,3 @@ def _with_ports(opts: Options, args: list[str]) -> Options:
     if opts.source_port is not None:
         parse_port(opts.source_port, proto, low=0)
     return replace(opts, ports=tuple(ports))
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    """The ``pync`` console script."""
-    from .runner import run
-
-    try:
-        status = run(sys.argv[1:] if argv is None else argv, handle_signals=True)
-    except KeyboardInterrupt:  # ^C outside a session (e.g. while parsing)
-        status = 130
-    sys.exit(status)
-
