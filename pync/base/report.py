@@ -113,18 +113,6 @@ class UsageError(PyncError):
         super().__init__("", show_usage=True)
 
 
-def ask_secret(prompt: str, failure: str) -> str:
-    """Read a secret on the terminal (never from stdin, which carries data)."""
-    import getpass  # only a prompt needs it
-
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-        os.close(fd)
-        return getpass.getpass(prompt)
-    except (OSError, EOFError, getpass.GetPassWarning):
-        raise PyncError(failure) from None
-
-
 def strerror(exc: BaseException) -> str:
     """The C library's text for an OSError (what nc's err() prints).
 

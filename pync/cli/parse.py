@@ -152,7 +152,30 @@ def parse(argv: list[str]) -> Options:
     _positional(args, kw)
     opts = Options(**kw)  # type: ignore[arg-type]
     check_rules(opts)
+    _check_platform(opts)
     return _with_ports(opts, args)
+
+
+# Flags a platform may lack, and the feature of platform.base.Backend each needs.
+_PLATFORM_FEATURES = (("unix", "U", "unix_sockets"), ("fd_pass", "F", "fd_passing"),
+                      ("md5sig", "S", "md5sig"), ("tos", "T", "tos"),
+                      ("min_ttl", "m", "min_ttl"))
+
+
+def _check_platform(opts: Options) -> None:
+    """``pync: -U is not available on this platform`` where it is not."""
+    asked = [(letter, feature) for field, letter, feature in _PLATFORM_FEATURES
+             if getattr(opts, field) not in (None, False)]
+    if not asked and not (opts.unix_path or "").startswith("@"):
+        return  # the backend is not even loaded (pync -h stays quick)
+    from ..platform import backend
+
+    plat = backend()
+    for letter, feature in asked:
+        if not getattr(plat, feature):
+            raise PyncError(f"-{letter} is not available on this platform")
+    if opts.unix and (opts.unix_path or "").startswith("@") and not plat.abstract_unix:
+        raise PyncError("abstract UNIX sockets (@name) are not available on this platform")
 
 
 _LONG_ONLY = {"--" + name.rstrip("=?") for name, letter in LONG.items()
@@ -249,7 +272,8 @@ def _value_option(letter: str, val: str, kw: dict[str, object]) -> None:
     elif letter == "e":
         kw["exec_argv"] = _split_command(val)
     elif letter == "c":
-        kw["exec_argv"] = ("/bin/sh", "-c", val)
+        from ..platform import backend
+        kw["exec_argv"] = backend().shell_argv(val)
     elif letter == "o":
         kw["output"] = val
 

@@ -17,9 +17,10 @@ from .parse import InfoRequest, parse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, Any, Optional, Union
+    from typing import IO, Any, Callable, Optional, Union
 
     from ..base.options import Options
+    from ..modes.session import SessionKit
 
 
 def run(argv: list[str], *, stdin: Union[bytes, IO[Any], None] = None,
@@ -49,26 +50,83 @@ def run(argv: list[str], *, stdin: Union[bytes, IO[Any], None] = None,
             return 1
         if handle_signals:
             install_signal_handlers()
-        return _run_mode(opts, report, None if opts.no_stdin else io.in_fd(), io.out_fd)
+        # Only what a mode will read is opened: a bridge (platform/bridge.py)
+        # would start reading stdin at once.
+        local = not (opts.exec_argv or opts.zero_io)
+        reads = local and not (opts.no_stdin or opts.recv_only)
+        return _run_mode(opts, report, io.in_fd() if reads else None,
+                         io.out_fd if local else None, argv)
 
 
-def _run_mode(opts: Options, report: Reporter, in_fd: Optional[int], out_fd: int) -> int:
+def _run_mode(opts: Options, report: Reporter, in_fd: Optional[int],
+              out_fd: Optional[int], argv: list[str]) -> int:
     """Run the mode the options ask for; every failure becomes a status."""
-    report.verbose = opts.verbose
     from ..modes.connect import run_connect
     from ..modes.listen import run_listen
     from ..modes.scan import run_scan
     from ..modes.session import SessionKit
     from ..relay.streams import StdioStream
 
-    kit = None
-    try:
+    def mode(kits: list[SessionKit]) -> int:
         if opts.zero_io:
             return run_scan(opts, report)
-        kit = SessionKit(StdioStream(in_fd, out_fd), opts, report)
+        stdio = StdioStream(in_fd, out_fd)
+        try:
+            kits.append(SessionKit(stdio, opts, report, argv))
+        except BaseException:
+            stdio.finish(flush=False)
+            raise
         if opts.listen:
-            return run_listen(opts, kit, report)
-        return run_connect(opts, kit, report)
+            return run_listen(opts, kits[0], report)
+        return run_connect(opts, kits[0], report)
+
+    return _guarded(opts, report, mode)
+
+
+def serve_handed_over() -> int:
+    """A spawned ``-l -k -e`` worker (modes/workers.py): serve the one
+    connection it was handed, with the listener's command line; the exit
+    status is the session's."""
+    import json
+
+    from ..base.record import replace
+    from ..modes.listen import serve_connection
+    from ..modes.session import SessionKit
+    from ..platform import backend
+    from ..relay.streams import StdioStream
+
+    report = Reporter(sys.stderr)
+    try:
+        job = json.loads(sys.stdin.buffer.read())
+        # Dump files are the listener's: each worker appends to them.
+        opts = replace(parse(job["argv"]), append_output=True)
+    except (ValueError, KeyError, TypeError, PyncError, InfoRequest):
+        report.warn("not a worker's job")
+        return 1
+    install_signal_handlers()
+    pem = job.get("tls_pem")
+
+    def serve(kits: list[SessionKit]) -> int:
+        conn = backend().adopt_socket(job["socket"])
+        try:
+            kits.append(SessionKit(StdioStream(None, None), opts, report, job["argv"],
+                                   tls_pem=pem.encode("ascii") if pem else None))
+        except BaseException:
+            conn.close()
+            raise
+        return serve_connection(conn, job["where"], kits[0], opts, report)
+
+    return _guarded(opts, report, serve)
+
+
+def _guarded(opts: Options, report: Reporter, work: Callable[[list[SessionKit]], int]) -> int:
+    """work(kits), where every failure becomes a status and the kit it made
+    (if any) is closed: stdout written out, dumps closed."""
+    report.verbose = opts.verbose
+    kits: list[SessionKit] = []
+    interrupted = False
+    try:
+        return work(kits)
     except PyncError as err:
         report.error(err)
         return 1
@@ -76,12 +134,14 @@ def _run_mode(opts: Options, report: Reporter, in_fd: Optional[int], out_fd: int
         report.warn(strerror(exc))
         return 1
     except KeyboardInterrupt:
+        interrupted = True
         return 130
     except Terminated as term:
+        interrupted = True
         return 128 + term.signum
     finally:
-        if kit is not None:
-            kit.close()
+        for kit in kits:
+            kit.close(interrupted)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 
 from ..base.report import Reporter
+from ..platform import EVENT_READ, backend
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,15 +46,14 @@ class Acceptor:
     @staticmethod
     def _reserve() -> Optional[int]:
         try:
-            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(os.devnull, os.O_RDONLY)  # not inherited (PEP 446)
         except OSError:
             return None
 
-    def wait(self) -> None:
-        """Block until a connection is waiting (for listeners without a loop)."""
-        poller = select.poll()
-        poller.register(self.server, select.POLLIN)
-        poller.poll()
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Block until a connection is waiting, or timeout seconds (for
+        listeners without a loop)."""
+        backend().wait_fd(self.server.fileno(), EVENT_READ, timeout)
 
     def accept(self) -> Optional[tuple[socket.socket, Any]]:
         """The next connection, or None (none waiting, or one refused)."""

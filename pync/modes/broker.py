@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import errno
 import os
-import selectors
 import socket
 
 from ..base.options import Options
-from ..base.report import Reporter, write_all
+from ..base.report import Reporter
 from ..net.addr import describe_peer, peer_ip
-from ..relay.streams import Stream
+from ..platform import EVENT_READ, EVENT_WRITE, backend
+from ..relay.streams import FdStream
 from .accepting import Acceptor
 from .access import AccessList
 
@@ -65,7 +65,7 @@ def escape_controls(line: bytes) -> bytes:
 class Broker:
     """The listening socket, its clients and pync's own stdio, in one loop."""
 
-    def __init__(self, server: socket.socket, opts: Options, local: Stream,
+    def __init__(self, server: socket.socket, opts: Options, local: FdStream,
                  report: Reporter, access: AccessList) -> None:
         self.server = server
         self.opts = opts
@@ -75,21 +75,22 @@ class Broker:
         self.chat = opts.chat
         self.max_conns = opts.max_conns or DEFAULT_MAX_CONNS
         self.clients: dict[int, Client] = {}
-        self.sel = selectors.DefaultSelector()
+        self.sel = backend().selector()
         self.stdin_fd = None if opts.recv_only else local.read_fd
         self.to_stdout = not opts.send_only
         self.stdin_always_ready = False
         self.stdin_line = bytearray()
+        self.stdin_buf = memoryview(bytearray(READ_SIZE))
         self.acceptor = Acceptor(server, report)
         self.paused = False  # the listener is out of the selector (EMFILE)
 
     # -- the loop ---------------------------------------------------------
     def run(self) -> int:
         self.server.setblocking(False)
-        self.sel.register(self.server, selectors.EVENT_READ, None)
+        self.sel.register(self.server, EVENT_READ, None)
         if self.stdin_fd is not None:
             try:
-                self.sel.register(self.stdin_fd, selectors.EVENT_READ, "stdin")
+                self.sel.register(self.stdin_fd, EVENT_READ, "stdin")
             except (PermissionError, ValueError):  # a regular file: always readable
                 self.stdin_always_ready = True
         try:
@@ -99,7 +100,7 @@ class Broker:
                     timeout = PAUSE  # retry the listener even if no client leaves
                 ready = self.sel.select(timeout)
                 if self.paused and not ready:
-                    self.sel.register(self.server, selectors.EVENT_READ, None)
+                    self.sel.register(self.server, EVENT_READ, None)
                     self.paused = False
                 for key, events in ready:
                     if key.data is None:
@@ -139,7 +140,7 @@ class Broker:
             sock.setblocking(False)
             client = Client(sock, where)
             self.clients[client.fd] = client
-            self.sel.register(sock, selectors.EVENT_READ, client)
+            self.sel.register(sock, EVENT_READ, client)
             self.report.received(where)
             if self.chat:
                 self._announce(f"{client.name} has joined", skip=client)
@@ -154,7 +155,7 @@ class Broker:
         self.sel.unregister(client.sock)
         client.sock.close()
         if self.paused:  # a descriptor is free again: take connections
-            self.sel.register(self.server, selectors.EVENT_READ, None)
+            self.sel.register(self.server, EVENT_READ, None)
             self.paused = False
         if why and self.report.verbose:
             self.report.warn(f"{client.name} ({client.where}) disconnected: {why}")
@@ -165,7 +166,7 @@ class Broker:
 
     # -- I/O ----------------------------------------------------------------
     def _client_event(self, client: Client, events: int) -> None:
-        if events & selectors.EVENT_READ:
+        if events & EVENT_READ:
             try:
                 data = client.sock.recv(READ_SIZE)
             except (BlockingIOError, InterruptedError):
@@ -178,13 +179,13 @@ class Broker:
                 return
             if data:
                 self._from_client(client, data)
-        if events & selectors.EVENT_WRITE and client.fd in self.clients:
+        if events & EVENT_WRITE and client.fd in self.clients:
             self._flush(client)
 
     def _read_stdin(self) -> None:
         assert self.stdin_fd is not None
         try:
-            data = os.read(self.stdin_fd, READ_SIZE)
+            data = bytes(self.stdin_buf[:self.local.read_into(self.stdin_buf)])
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -226,7 +227,7 @@ class Broker:
                  to_stdout: bool = True) -> None:
         """Queue data for every client but skip (and write it to stdout)."""
         if to_stdout and self.to_stdout and self.local.write_fd is not None:
-            write_all(self.local.write_fd, data)
+            self.local.write_all(data)
         for client in list(self.clients.values()):
             if client is skip:
                 continue
@@ -246,7 +247,7 @@ class Broker:
             self._drop(client, os.strerror(exc.errno or errno.EIO))
             return
         del client.out[:n]
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.out else 0)
+        events = EVENT_READ | (EVENT_WRITE if client.out else 0)
         self.sel.modify(client.sock, events, client)
 
 

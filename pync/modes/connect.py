@@ -19,11 +19,13 @@ import socket
 import tempfile
 
 from ..base.options import IPPROTO_DCCP, Options
-from ..base.report import PyncError, Reporter, ask_secret, strerror
+from ..base.report import PyncError, Reporter, strerror
 from ..net import sockopts
 from ..net.addr import numeric_host, resolve, service_name, split_host_port, unix_address
 from ..net.sockopts import new_socket
 from ..net.unixsock import SocketFile, bind_unix
+from ..platform import backend
+from ..platform.base import AF_UNIX
 from .session import SessionKit, relay_session
 
 TYPE_CHECKING = False
@@ -70,7 +72,7 @@ def run_connect(opts: Options, kit: SessionKit, report: Reporter) -> int:
 
 def pass_socket(sock: socket.socket, kit: SessionKit) -> int:
     """-F: send the connected socket over stdout (SCM_RIGHTS) and exit 0, as nc."""
-    out_fd = kit.stdio.write_fd
+    out_fd = kit.stdio.sink_fd
     try:
         if out_fd is None:
             raise PyncError("sendmsg: Bad file descriptor")
@@ -82,7 +84,7 @@ def pass_socket(sock: socket.socket, kit: SessionKit) -> int:
             raise PyncError(f"sendmsg: {strerror(exc)}") from None
         try:
             out.setblocking(True)
-            socket.send_fds(out, [b"\0"], [sock.fileno()])
+            backend().send_fd(out, sock.fileno())
         except OSError as exc:
             raise PyncError(f"sendmsg: {strerror(exc)}") from None
         finally:
@@ -115,7 +117,7 @@ class Proxy:
 
     def _ask_password(self) -> str:
         self.asked = True
-        return ask_secret(f"Proxy password for {self.opts.proxy_user}@{self.host}: ",
+        return backend().ask_secret(f"Proxy password for {self.opts.proxy_user}@{self.host}: ",
                           "Unable to read proxy passphrase")
 
     def connect(self, host: str, port: int, report: Reporter,
@@ -234,7 +236,8 @@ def _connect_unix(opts: Options, kit: SessionKit, report: Reporter) -> int:
     """
     assert opts.unix_path is not None
     socktype = socket.SOCK_DGRAM if opts.udp else socket.SOCK_STREAM
-    sock = socket.socket(socket.AF_UNIX, socktype)
+    assert AF_UNIX is not None  # -U was refused where there is none
+    sock = socket.socket(AF_UNIX, socktype)
     own: Optional[SocketFile] = None
     try:
         if opts.udp:

@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 
 from ..base.report import PyncError, strerror
-from ..relay.streams import FdStream, grow_pipe
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Callable, Optional
+from ..platform import backend
+from ..platform.base import AF_UNIX
+from ..relay.streams import FdStream
 
 GRACE = 2.0  # seconds a child may take to exit once its session is over
 
@@ -48,7 +45,8 @@ def check_program(argv: tuple[str, ...]) -> None:
 def child_environment(sock: socket.socket, proto: str) -> dict[str, str]:
     """os.environ plus the addresses of this connection, pync's and ncat's names."""
     env = dict(os.environ)
-    extra = {"PROTO": "UNIX" if sock.family == socket.AF_UNIX else proto.upper()}
+    extra = {"PROTO": "UNIX" if AF_UNIX is not None and sock.family == AF_UNIX
+             else proto.upper()}
     for side, get in (("REMOTE", sock.getpeername), ("LOCAL", sock.getsockname)):
         try:
             addr = get()
@@ -65,29 +63,36 @@ def child_environment(sock: socket.socket, proto: str) -> dict[str, str]:
 
 
 class ProcessStream(FdStream):
-    """A running child: read its stdout, write its stdin."""
+    """A running child: read its stdout, write its stdin.
+
+    Where the platform cannot wait on the child's pipes (Windows), each goes
+    through a bridge whose thread also closes the pipe when it is done: the
+    child's stdin once every byte for it is written, its stdout at its end.
+    """
 
     label = "exec"
     nonblocking = True
     grace = GRACE  # how long close() waits for the child before terminating it
 
     def __init__(self, argv: tuple[str, ...], env: dict[str, str]) -> None:
+        plat = backend()
         try:
-            self.proc = subprocess.Popen(
-                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                close_fds=True, env=env)
+            self.proc = plat.start_child(argv, env)
         except OSError as exc:
             raise PyncError(f"exec {argv[0]}: {strerror(exc)}") from None
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.read_fd = self.proc.stdout.fileno()
-        self.write_fd = self.proc.stdin.fileno()
-        for fd in (self.read_fd, self.write_fd):
-            os.set_blocking(fd, False)  # pync's own pipes: never block the relay
-            grow_pipe(fd)
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        self._attach(stdout.fileno(), stdin.fileno(), read_done=stdout.close,
+                     write_done=stdin.close)
+        for fd, bridged in ((stdout.fileno(), self._reader), (stdin.fileno(), self._writer)):
+            if bridged is None:
+                plat.prepare_pipe(fd)  # pync's own pipes: never block the relay
 
     def shutdown_write(self) -> None:
         """The peer is done: the child sees EOF on its stdin."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
+        if self._writer is not None:
+            self._writer.finish()  # its thread closes stdin after the last byte
+        elif self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
             except OSError:
@@ -100,22 +105,23 @@ class ProcessStream(FdStream):
     def close(self) -> None:
         """Close the pipes and reap the child, terminating it if it lingers."""
         self.shutdown_write()
-        if self.proc.stdout is not None:
+        if self._reader is None and self.proc.stdout is not None:
             self.proc.stdout.close()
         self.read_fd = None
         reap(self.proc, self.grace)
+        self._close_bridges(flush=self.grace > 0)
 
 
 def reap(proc: subprocess.Popen, grace: float = GRACE) -> None:
-    """Wait for proc up to grace seconds, then SIGTERM, then SIGKILL."""
+    """Wait for proc up to grace seconds, then terminate it, then kill it."""
     try:
         proc.wait(timeout=grace)
         return
     except subprocess.TimeoutExpired:
         pass
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for stop in (proc.terminate, proc.kill):
         try:
-            proc.send_signal(sig)
+            stop()
             proc.wait(timeout=GRACE)
             return
         except subprocess.TimeoutExpired:
@@ -123,83 +129,3 @@ def reap(proc: subprocess.Popen, grace: float = GRACE) -> None:
         except OSError:
             break
     proc.wait()
-
-
-class SessionWorkers:
-    """``-l -k -e``: every connection served at once, by a forked pync.
-
-    The listener forks one worker per connection; the worker runs the
-    session (and its -e child) and exits.  Workers are reaped as they end
-    (SIGCHLD, and before every accept), so none is left a zombie; when the
-    listener stops, the workers still running are terminated and reaped.
-    """
-
-    def __init__(self, limit: Optional[int]) -> None:
-        self.limit = limit
-        self.pids: set[int] = set()
-        try:
-            self._old = signal.signal(signal.SIGCHLD, lambda *_: self.reap())
-        except ValueError:  # not the main thread (library use): reap as we go
-            self._old = None
-
-    @property
-    def full(self) -> bool:
-        return self.limit is not None and len(self.pids) >= self.limit
-
-    def start(self, session: Callable[[], int]) -> None:
-        """Run session() in a new worker process; it exits with its status.
-
-        Signals are held across the fork: the listener records the pid before
-        a SIGTERM can make it stop (and stop() then reaches every worker),
-        and a SIGTERM sent to a worker still starting is delivered once it
-        can act on it.
-        """
-        from ..platform.signals import SignalsDeferred
-
-        deferred = SignalsDeferred().__enter__()
-        try:
-            pid = os.fork()
-        except BaseException:  # EAGAIN (no more processes): signals back on
-            deferred.__exit__()
-            raise
-        if pid == 0:  # the worker: never returns into the listener's code
-            status = 1
-            try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                deferred.__exit__()
-                status = session()
-            except KeyboardInterrupt:
-                status = 130
-            except BaseException as exc:  # Terminated by SIGTERM/SIGHUP, or a bug
-                signum = getattr(exc, "signum", None)
-                status = 128 + signum if signum else 1
-            finally:
-                os._exit(status)
-        self.pids.add(pid)
-        deferred.__exit__()
-
-    def reap(self) -> None:
-        """Collect every worker that has ended."""
-        for pid in list(self.pids):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                self.pids.discard(pid)
-
-    def stop(self) -> None:
-        """Terminate and reap the workers still running (the listener is ending)."""
-        if self._old is not None:
-            signal.signal(signal.SIGCHLD, self._old)
-        for pid in list(self.pids):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for pid in list(self.pids):
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-        self.pids.clear()

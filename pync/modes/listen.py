@@ -23,6 +23,8 @@ from ..net import sockopts
 from ..net.addr import describe_peer, display_host, peer_ip, resolve_local
 from ..net.sockopts import new_socket
 from ..net.unixsock import SocketFile, bind_unix
+from ..platform import EVENT_READ, backend
+from ..platform.base import AF_UNIX
 from ..platform.signals import SignalsDeferred
 from ..relay.buffers import DATAGRAM_MAX
 from .accepting import Acceptor
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from typing import Callable, Optional
 
 BACKLOG = 5
+REAP_EVERY = 1.0  # seconds: how long ended -k -e workers may wait to be reaped
 DEFAULT_WORKERS = 100  # -l -k -e: children at once without --max-conns (ncat's default)
 
 
@@ -77,20 +80,21 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
                    report: Reporter, access: AccessList) -> int:
     """Accept connections: one session, or (-k) one after another.
 
-    With -k and -e/-c the sessions run at once, each in a forked worker.
+    With -k and -e/-c the sessions run at once, each in a worker of its own
+    (modes/workers.py: forked, or spawned where there is no fork).
     Under -k a session that fails (a TLS handshake, say) is reported and the
     listener goes on.
     """
     workers = None
     if opts.keep_open and opts.exec_argv:
-        from .exec import SessionWorkers
-        workers = SessionWorkers(opts.max_conns or DEFAULT_WORKERS)
+        from .workers import session_workers
+        workers = session_workers(opts.max_conns or DEFAULT_WORKERS, kit.argv, kit.tls_pem)
     acceptor = Acceptor(server, report)
     try:
         while True:
             if workers is not None:
                 workers.reap()
-            acceptor.wait()
+            acceptor.wait(REAP_EVERY if workers is not None else None)
             got = acceptor.accept()
             if got is None:
                 if acceptor.starved:  # no descriptor even to refuse with: wait
@@ -102,6 +106,8 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
                 conn.close()
                 report.denied(f"not allowed ({ip})")
                 continue
+            if workers is not None:
+                workers.reap()  # some may have ended while we waited
             if workers is not None and workers.full:
                 conn.close()
                 report.denied(f"connection limit reached ({workers.limit})")
@@ -110,11 +116,7 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
             report.received(where)
 
             def session(conn: socket.socket = conn, where: str = where) -> int:
-                try:
-                    return relay_session(conn, _label(where, opts), kit, opts, report)
-                except PyncError as err:
-                    report.error(err)
-                    return 1
+                return serve_connection(conn, where, kit, opts, report)
 
             if workers is not None:
                 def in_worker(session: Callable[[], int] = session) -> int:
@@ -122,7 +124,7 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
                     return session()
 
                 try:
-                    workers.start(in_worker)
+                    workers.start(conn, where, in_worker)
                 except OSError as exc:  # no process to spare: refuse, go on
                     report.denied(f"fork: {strerror(exc)}")
                 conn.close()
@@ -134,6 +136,17 @@ def _serve_streams(server: socket.socket, opts: Options, kit: SessionKit,
         acceptor.close()
         if workers is not None:
             workers.stop()
+
+
+def serve_connection(conn: socket.socket, where: str, kit: SessionKit, opts: Options,
+                     report: Reporter) -> int:
+    """One accepted connection's session; a failure (a TLS handshake, say)
+    is reported and is that session's status, not the listener's end."""
+    try:
+        return relay_session(conn, _label(where, opts), kit, opts, report)
+    except PyncError as err:
+        report.error(err)
+        return 1
 
 
 def _label(where: str, opts: Options) -> str:
@@ -155,8 +168,13 @@ def _datagram_session(server: socket.socket, opts: Options, kit: SessionKit,
         return relay_session(server, where, kit, opts, report, connected=False,
                              accept_from=(lambda peer: access.permits(peer_ip(peer)))
                              if access.active else None)
+    plat = backend()
     while True:
-        data, peer = server.recvfrom(DATAGRAM_MAX)
+        plat.wait_fd(server.fileno(), EVENT_READ, None)  # ^C ends this wait everywhere
+        try:
+            data, peer = server.recvfrom(DATAGRAM_MAX)
+        except (BlockingIOError, InterruptedError, ConnectionResetError):
+            continue  # (Windows: an ICMP refusal of an earlier datagram)
         ip = peer_ip(peer)
         if access.permits(ip):
             break
@@ -205,7 +223,8 @@ def _unix_listener(opts: Options) -> tuple[socket.socket, Optional[SocketFile]]:
     """-lU path: bind a UNIX socket (stream, or datagram with -u)."""
     path = opts.unix_path
     assert path is not None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM if opts.udp else socket.SOCK_STREAM)
+    assert AF_UNIX is not None  # -U was refused where there is none
+    sock = socket.socket(AF_UNIX, socket.SOCK_DGRAM if opts.udp else socket.SOCK_STREAM)
     try:
         created = bind_unix(sock, path)
     except PyncError:

@@ -21,9 +21,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import resource
-import select
-import signal
 import socket
 import tempfile
 import time
@@ -39,6 +36,8 @@ from ..net.addr import (
     service_name,
     unix_address,
 )
+from ..platform import backend
+from ..platform.base import AF_UNIX, CONNECT_IN_PROGRESS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,12 +71,13 @@ class Probe:
 
 
 class Scanner:
-    """Runs every probe from one epoll loop; prints results in port order.
+    """Runs every probe from one loop; prints results in port order.
 
-    The hot path talks to epoll directly: closing a socket removes it from
-    the epoll set, so a finished probe costs one close and nothing else.
-    Every probe has the same timeout and they start in order, so deadlines
-    only grow: the oldest probe in flight is always the next to expire.
+    The probes wait in the platform's ProbeSet (epoll on Linux: closing a
+    socket removes it from the set, so a finished probe costs one close and
+    nothing else).  Every probe has the same timeout and they start in
+    order, so deadlines only grow: the oldest probe in flight is always the
+    next to expire.
     """
 
     def __init__(self, opts: Options, report: Reporter) -> None:
@@ -91,8 +91,9 @@ class Scanner:
         self.window = 1 if opts.interval or opts.source_port else _window()
         self.probe_data = opts.udp_probe or b""
         self.has_sockopts = _has_sockopts(opts)
-        self.epoll = select.epoll()
-        self.mask = select.EPOLLIN if self.udp else select.EPOLLOUT
+        self.probes = backend().probe_set()
+        if self.probes.capacity is not None:
+            self.window = min(self.window, self.probes.capacity)
         self.by_fd: dict[int, Probe] = {}
         self.flying: deque[Probe] = deque()  # in start order, so by deadline
         self.addrs: list[AddrInfo] = []
@@ -129,7 +130,7 @@ class Scanner:
             for probe in self.by_fd.values():
                 if probe.sock is not None:
                     probe.sock.close()
-            self.epoll.close()
+            self.probes.close()
         return 0 if any(p.open for p in probes) else 1
 
     def _poll(self, next_start_at: Optional[float]) -> None:
@@ -140,7 +141,7 @@ class Scanner:
         if next_start_at is not None:
             deadlines.append(next_start_at)
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
-        for fd, _ in self.epoll.poll(timeout, 1024):
+        for fd in self.probes.poll(timeout):
             probe = self.by_fd.get(fd)
             if probe is not None:
                 self._event(probe)
@@ -175,11 +176,11 @@ class Scanner:
                 raise
             except OSError as exc:  # e.g. -p's port in use
                 err = exc.errno or errno.EIO
-            if err == errno.EINPROGRESS:
+            if err in CONNECT_IN_PROGRESS:
                 probe.sock = sock
                 probe.deadline = now + self.timeout
                 self.by_fd[sock.fileno()] = probe
-                self.epoll.register(sock.fileno(), self.mask)
+                self.probes.add(sock.fileno(), writable=not self.udp)
                 self.flying.append(probe)
                 return
             if err == 0 and not self.udp and _connected_to_itself(sock):
@@ -242,8 +243,10 @@ class Scanner:
 
     def _release(self, probe: Probe) -> None:
         if probe.sock is not None:
-            del self.by_fd[probe.sock.fileno()]
-            probe.sock.close()  # also leaves the epoll set
+            fd = probe.sock.fileno()
+            del self.by_fd[fd]
+            self.probes.forget(fd)
+            probe.sock.close()
             probe.sock = None
 
     # -- output -------------------------------------------------------------
@@ -270,8 +273,7 @@ def _worker(opts: Options, verbose: int, share: list[int], out: IO[str]) -> None
     """A forked scan worker: scan a share, report to out, exit (never return)."""
     status = 2
     try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        backend().default_signals()
         status = Scanner(opts, Reporter(out, verbose)).run(share)
     except PyncError as err:
         Reporter(out).error(err)
@@ -303,8 +305,8 @@ def _has_sockopts(opts: Options) -> bool:
 
 def _window() -> int:
     """Probes in flight: WINDOW, but well under the open-file limit."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
+    soft = backend().fd_limit()
+    if soft is None:
         return WINDOW
     return max(1, min(WINDOW, soft - 32))
 
@@ -317,7 +319,7 @@ def run_scan(opts: Options, report: Reporter) -> int:
     if opts.randomize:
         random.shuffle(ports)
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
-    if len(ports) < PARALLEL_MIN or opts.interval or workers < 2:
+    if len(ports) < PARALLEL_MIN or opts.interval or workers < 2 or not backend().can_fork:
         return Scanner(opts, report).run(ports)
     return _scan_in_parallel(opts, report, ports, workers)
 
@@ -334,18 +336,19 @@ def _scan_in_parallel(opts: Options, report: Reporter, ports: list[int],
     """
     size = -(-len(ports) // workers)
     shares = [ports[i:i + size] for i in range(0, len(ports), size)]
+    plat = backend()
     children: list[tuple[int, IO[str]]] = []
     try:
         for share in shares[1:]:
             out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below
-            pid = os.fork()
+            pid = plat.fork()
             if pid == 0:  # the worker: never returns into the caller's code
                 _worker(opts, report.verbose, share, out)
             children.append((pid, out))
         statuses = [Scanner(opts, report).run(shares[0])]
         while children:
             pid, out = children[0]
-            _, wait_status = os.waitpid(pid, 0)
+            code = plat.reap(pid, block=True)
             children.pop(0)
             out.seek(0)
             text = out.read()
@@ -353,17 +356,13 @@ def _scan_in_parallel(opts: Options, report: Reporter, ports: list[int],
             if text:
                 report.stream.write(text)
                 report.stream.flush()
-            code = wait_status >> 8 if os.WIFEXITED(wait_status) else 2
-            if code == 2:
-                return 1  # the worker printed why
+            if code not in (0, 1):
+                return 1  # the worker printed why (or was killed)
             statuses.append(code)
     finally:
         for pid, out in children:  # interrupted: stop and reap the workers
-            try:
-                os.kill(pid, signal.SIGTERM)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
+            plat.terminate(pid)
+            plat.reap(pid, block=True)
             out.close()
     return 0 if 0 in statuses else 1
 
@@ -371,8 +370,8 @@ def _scan_in_parallel(opts: Options, report: Reporter, ports: list[int],
 def _scan_unix(opts: Options, report: Reporter) -> int:
     """-zU path: does anything accept on the socket?"""
     assert opts.unix_path is not None
-    sock = socket.socket(socket.AF_UNIX,
-                         socket.SOCK_DGRAM if opts.udp else socket.SOCK_STREAM)
+    assert AF_UNIX is not None  # -U was refused where there is none
+    sock = socket.socket(AF_UNIX, socket.SOCK_DGRAM if opts.udp else socket.SOCK_STREAM)
     try:
         sock.settimeout(opts.wait or DEFAULT_WAIT)
         sock.connect(unix_address(opts.unix_path))

@@ -13,13 +13,14 @@ import socket
 
 from ..base.options import Options
 from ..base.report import Reporter
-from ..net.sockopts import unpaced_on_this_host
+from ..platform import backend
 from ..relay.dump import SessionDump
 from ..relay.loop import ByteWork, Relay, RelayConfig
 from ..relay.streams import DatagramStream, SocketStream, StdioStream, Stream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, Callable, Optional
 
     from ..relay.progress import Meter
@@ -28,10 +29,12 @@ if TYPE_CHECKING:
 class SessionKit:
     """What every session of one pync run shares."""
 
-    def __init__(self, stdio: StdioStream, opts: Options, report: Reporter) -> None:
+    def __init__(self, stdio: StdioStream, opts: Options, report: Reporter,
+                 argv: Sequence[str] = (), tls_pem: Optional[bytes] = None) -> None:
         self.stdio = stdio
         self.opts = opts
         self.report = report
+        self.argv = list(argv)  # the command line, for spawned -l -k -e workers
         self.dump = (SessionDump(opts.output, opts.hex_dump, opts.append_output)
                      if opts.output or opts.hex_dump else None)
         if opts.exec_argv:
@@ -41,14 +44,17 @@ class SessionKit:
         # bad certificate fails at once and a listener's temporary
         # certificate is one for all sessions, its fingerprint shown first.
         self.tls_context: Any = None
+        self.tls_pem = tls_pem  # a temporary server certificate, for workers
         if opts.ssl:
             from . import tls
             if opts.listen:
-                self.tls_context = tls.server_context(opts, report)
+                self.tls_context, self.tls_pem = tls.server_context(opts, report, tls_pem)
             else:
                 self.tls_context = tls.client_context(opts, report)
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
+        """The run is over: stdout written out, dump files closed."""
+        self.stdio.finish(flush=not interrupted)
         if self.dump is not None:
             self.dump.close()
 
@@ -122,7 +128,7 @@ def _meter(opts: Options, report: Reporter, local: Stream) -> Optional[Meter]:
         except (AttributeError, ValueError):
             return None
     from ..relay.progress import Meter, input_size
-    return Meter(report.stream, input_size(local.read_fd))
+    return Meter(report.stream, input_size(getattr(local, "source_fd", local.read_fd)))
 
 
 def _network_end(sock: socket.socket, label: str, kit: SessionKit, opts: Options,
@@ -131,7 +137,7 @@ def _network_end(sock: socket.socket, label: str, kit: SessionKit, opts: Options
                  first_data: bytes) -> Stream:
     if sock.type == socket.SOCK_DGRAM:
         return DatagramStream(sock, label, connected=connected, accept_from=accept_from)
-    unpaced_on_this_host(sock)
+    backend().unpaced(sock)
     if opts.ssl:
         # Bytes already read (after a proxy's reply) are the first ciphertext.
         from .tls import TlsStream, handshake

@@ -21,7 +21,6 @@ import datetime
 import hashlib
 import ipaddress
 import os
-import select
 import socket
 import ssl
 import tempfile
@@ -29,6 +28,7 @@ import time
 
 from ..base.options import Options
 from ..base.report import PyncError, Reporter, strerror
+from ..platform import EVENT_READ
 from ..relay.tls import HANDSHAKE_TIMEOUT, TlsSession, TlsStream, reason, wait_fd
 
 TYPE_CHECKING = False
@@ -89,27 +89,36 @@ def client_context(opts: Options, report: Reporter) -> ssl.SSLContext:
     return ctx
 
 
-def server_context(opts: Options, report: Reporter) -> ssl.SSLContext:
-    """Serve --ssl-cert/--ssl-key, or a temporary self-signed certificate."""
+def server_context(opts: Options, report: Reporter, temporary: Optional[bytes] = None
+                   ) -> tuple[ssl.SSLContext, Optional[bytes]]:
+    """Serve --ssl-cert/--ssl-key, or a temporary self-signed certificate.
+
+    Returns the context and, for a temporary certificate, its PEM (key and
+    certificate): a spawned worker is given it (``temporary``) to serve the
+    same certificate, whose fingerprint was shown once.
+    """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     _common(ctx, opts)
     if opts.ssl_cert:
         _load_chain(ctx, opts.ssl_cert, opts.ssl_key)
     else:
-        der = _temporary_certificate(ctx, opts.host)
-        if report.verbose:
-            report.line(f"TLS certificate (temporary, self-signed): {fingerprint(der)}")
+        if temporary is None:
+            temporary, der = _temporary_certificate(opts.host)
+            if report.verbose:
+                report.line(f"TLS certificate (temporary, self-signed): {fingerprint(der)}")
+        _load_pem(ctx, temporary)
     if opts.ssl_verify:
         ctx.verify_mode = ssl.CERT_REQUIRED
         if opts.ssl_trustfile:
             _load_trust(ctx, opts.ssl_trustfile)
         else:
             ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
-    return ctx
+    return ctx, None if opts.ssl_cert else temporary
 
 
-def _temporary_certificate(ctx: ssl.SSLContext, host: Optional[str]) -> bytes:
-    """Make a one-day self-signed certificate for this run; its DER bytes."""
+def _temporary_certificate(host: Optional[str]) -> tuple[bytes, bytes]:
+    """Make a one-day self-signed certificate for this run: (PEM of the key
+    and the certificate, the certificate's DER)."""
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
@@ -136,16 +145,22 @@ def _temporary_certificate(ctx: ssl.SSLContext, host: Optional[str]) -> bytes:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .sign(key, hashes.SHA256()))
+    pem = (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+           + cert.public_bytes(serialization.Encoding.PEM))
+    return pem, cert.public_bytes(serialization.Encoding.DER)
+
+
+def _load_pem(ctx: ssl.SSLContext, pem: bytes) -> None:
+    """Load a key and certificate held in memory (through a private file:
+    OpenSSL loads chains from files only)."""
     with tempfile.TemporaryDirectory(prefix="pync-tls-") as tmp:
         path = os.path.join(tmp, "cert.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-            f.write(cert.public_bytes(serialization.Encoding.PEM))
+            f.write(pem)
         ctx.load_cert_chain(path)
-    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
@@ -206,7 +221,7 @@ def _drive_handshake(tls: TlsSession, deadline: float) -> None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise socket.timeout("timed out") from None
-                wait_fd(tls.sock, select.POLLIN, left)
+                wait_fd(tls.sock, EVENT_READ, left)
                 try:
                     tls.receive()
                 except (BlockingIOError, InterruptedError):

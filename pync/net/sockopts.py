@@ -8,23 +8,15 @@ set_common_sockopts() does; a failure is fatal with nc's words
 from __future__ import annotations
 
 import socket
-import struct
 
 from ..base.options import Options
-from ..base.report import PyncError, ask_secret, strerror
-from ..relay.streams import same_host
+from ..base.report import PyncError, strerror
+from ..platform import backend
 from .addr import resolve_local
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
-
-IP_MINTTL = getattr(socket, "IP_MINTTL", 21)
-IPV6_MINHOPCOUNT = 73
-TCP_MD5SIG_EXT = 32
-TCP_MD5SIG_FLAG_PREFIX = 1
-TCP_MD5SIG_MAXKEYLEN = 80
-
 
 def new_socket(family: int, socktype: int, proto: int = 0) -> socket.socket:
     """socket(), with a failure (no DCCP here, out of descriptors) as a PyncError."""
@@ -64,7 +56,10 @@ def apply(sock: socket.socket, family: int, opts: Options,
     if opts.broadcast:
         _set(sock, socket.SOL_SOCKET, socket.SO_BROADCAST, 1, None)
     if md5_key is not None and (inet4 or inet6):
-        _set_md5sig(sock, family, md5_key)
+        try:
+            backend().set_md5sig(sock, family, md5_key)
+        except OSError as exc:
+            raise PyncError(strerror(exc)) from None
     if opts.sock_debug:
         _set(sock, socket.SOL_SOCKET, socket.SO_DEBUG, 1, None)
     if opts.tos is not None:
@@ -85,55 +80,15 @@ def apply(sock: socket.socket, family: int, opts: Options,
         elif inet6:
             _set(sock, socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, opts.ttl,
                  "set IPv6 unicast hops")
-    if opts.min_ttl is not None:
-        if inet4:
-            _set(sock, socket.IPPROTO_IP, IP_MINTTL, opts.min_ttl, "set IP min TTL")
-        elif inet6:
-            _set(sock, socket.IPPROTO_IPV6, IPV6_MINHOPCOUNT, opts.min_ttl,
-                 "set IPv6 min hop count")
+    if opts.min_ttl is not None and (inet4 or inet6):
+        try:
+            backend().set_min_ttl(sock, family, opts.min_ttl)
+        except OSError as exc:
+            what = "set IP min TTL" if inet4 else "set IPv6 min hop count"
+            raise PyncError(f"{what}: {strerror(exc)}") from None
 
 
 def read_md5_password() -> bytes:
     """-S: the TCP MD5 signature key, read from the terminal as nc does."""
-    return ask_secret("TCP MD5SIG password: ", "Unable to read TCP MD5SIG password").encode()
-
-
-def _set_md5sig(sock: socket.socket, family: int, key: bytes) -> None:
-    """struct tcp_md5sig with a zero-length prefix: sign for every peer.
-
-    The address is a sockaddr_storage holding only the family; with
-    TCP_MD5SIG_FLAG_PREFIX and prefix length 0 it matches any peer.
-    """
-    key = key[:TCP_MD5SIG_MAXKEYLEN]
-    addr = struct.pack("=H", family) + bytes(126)
-    value = addr + struct.pack("=BBHi", TCP_MD5SIG_FLAG_PREFIX, 0, len(key), 0)
-    value += key + bytes(TCP_MD5SIG_MAXKEYLEN - len(key))
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG_EXT, value)
-    except OSError as exc:
-        raise PyncError(strerror(exc)) from None
-
-
-TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", None)  # Linux
-
-
-def unpaced_on_this_host(sock: socket.socket) -> None:
-    """A TCP connection whose two ends are on this host: if the system's
-    congestion control paces (BBR), ask for cubic (or reno, which anyone may
-    choose) on this one socket.  No network lies between the ends, and
-    pacing costs a timer per burst: 1 GiB over loopback took ~20% longer
-    with BBR here.  Anything else is left as the system set it."""
-    if TCP_CONGESTION is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    try:
-        current = sock.getsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, 16)
-    except OSError:
-        return
-    if not current.startswith(b"bbr") or not same_host(sock):
-        return
-    for name in (b"cubic", b"reno"):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, name)
-            return
-        except OSError:
-            continue  # not allowed to this user, or not built: the next one
+    return backend().ask_secret("TCP MD5SIG password: ",
+                                "Unable to read TCP MD5SIG password").encode()

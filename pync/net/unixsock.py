@@ -13,6 +13,7 @@ import socket
 import stat
 
 from ..base.report import PyncError, strerror
+from ..platform.base import AF_UNIX
 from .addr import unix_address
 
 TYPE_CHECKING = False
@@ -48,7 +49,8 @@ def remove_stale_socket(path: str, socktype: int) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         return  # not ours to remove: bind() will say "Address already in use"
-    probe = socket.socket(socket.AF_UNIX, socktype)
+    assert AF_UNIX is not None  # -U was refused where there is none
+    probe = socket.socket(AF_UNIX, socktype)
     try:
         probe.connect(path)
     except ConnectionRefusedError:

@@ -6,6 +6,13 @@ files and children are cleaned up by the modes' ``finally`` blocks.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# Signals that end pync as ^C does, with 128 + their number (where they exist).
+TERMINATING = ("SIGTERM", "SIGHUP", "SIGBREAK")
+
 
 class Terminated(BaseException):
     """Raised by the SIGTERM/SIGHUP handler so cleanup code runs."""
@@ -20,20 +27,30 @@ class SignalsDeferred:
     block ends, then they are delivered (and raise) as usual.
 
     For steps that must not be cut in half: a fork and the bookkeeping of
-    its pid, a socket file and the arming of its cleanup.
+    its pid, a socket file and the arming of its cleanup.  Where signals
+    cannot be blocked (Windows: no pthread_sigmask) the block runs as it is:
+    there is no fork there, nor a UNIX socket file to clean up.
     """
 
     def __enter__(self) -> SignalsDeferred:
         import signal
 
-        self._old = signal.pthread_sigmask(
-            signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        self._old = None
+        mask = getattr(signal, "pthread_sigmask", None)
+        if mask is not None:
+            self._old = mask(signal.SIG_BLOCK, _ending_signals(signal))
         return self
 
     def __exit__(self, *exc: object) -> None:
         import signal
 
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+        if self._old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
+def _ending_signals(signal: Any) -> set[int]:
+    """^C and the signals that end pync like it, those this platform has."""
+    return {getattr(signal, name) for name in ("SIGINT", *TERMINATING) if hasattr(signal, name)}
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -41,8 +58,10 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP unwind like ^C, so sockets and files are cleaned up."""
+    """SIGTERM and SIGHUP (and Windows' ^Break) unwind like ^C, so sockets
+    and files are cleaned up."""
     import signal  # after parsing: ``pync -h`` does without it
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_terminated)
+    for name in TERMINATING:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_terminated)

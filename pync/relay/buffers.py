@@ -10,22 +10,26 @@ path; a test forces each path and checks they behave alike.
   when bytes must be looked at or changed (-C, -i) and for descriptors
   splice() cannot take (terminals).
 * PipeBuffer: the zero-copy path.  The bytes sit in a pipe pync owns and
-  move with os.splice(): source -> pipe -> destination (/dev/null too),
-  never copied into Python.  Linux only, Python >= 3.10 (os.splice).
-* FileSendBuffer: a regular file to a socket with os.sendfile(), handing
+  move with splice(): source -> pipe -> destination (/dev/null too),
+  never copied into Python.  Where the platform has it (Linux, Python >=
+  3.10: ``backend().zero_copy``).
+* FileSendBuffer: a regular file to a socket with sendfile(), handing
   over to a MemoryBuffer when a receiver on this host reads too slowly.
+
+The system calls are the platform's (platform/linux.py); the buffers'
+bookkeeping, here, is the same on every path.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-import socket
 import stat
 import time
 
-from .streams import F_SETPIPE_SZ, PIPE_SIZE, SocketStream, Stream, same_host
+from ..platform import backend
+from ..platform.base import is_socket
+from .streams import SocketStream, Stream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,10 +41,6 @@ UDP_PAYLOAD_MAX = 65507    # the largest UDP payload over IPv4
 # sendfile() moves at most this much per call: larger calls were slower
 # (scripts/bench, file stdin); splice() takes all the room its pipe has.
 SENDFILE_CHUNK = 128 * 1024
-F_GETPIPE_SZ = 1032
-_SPLICE = getattr(os, "splice", None)
-_DEV_NULL = os.makedev(1, 3)  # Linux's /dev/null
-_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
 class MemoryBuffer:
@@ -123,15 +123,8 @@ class PipeBuffer:
     """Pending bytes held in a pipe of pync's own, moved with splice()."""
 
     def __init__(self, src_is_socket: bool = False) -> None:
-        self.r, self.w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            try:
-                self.size = fcntl.fcntl(self.w, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                self.size = fcntl.fcntl(self.w, F_GETPIPE_SZ)
-        except OSError:
-            self.close()
-            raise
+        self._plat = backend()
+        self.r, self.w, self.size = self._plat.new_pipe()
         self.level = 0
         self.full = False  # the pipe refused more although level < size
         # A socket source is non-blocking, so a plain read may stand in for
@@ -148,9 +141,9 @@ class PipeBuffer:
         return 0 if self.full else self.size - self.level
 
     def fill(self, src: Stream) -> int:
-        assert src.read_fd is not None and _SPLICE is not None
+        assert src.read_fd is not None
         try:
-            n = _SPLICE(src.read_fd, self.w, self.size - self.level, flags=_FLAGS)
+            n = self._plat.splice(src.read_fd, self.w, self.size - self.level)
         except BlockingIOError:
             if self.level:
                 # Partly filled pages can fill the pipe before `size` bytes:
@@ -189,9 +182,8 @@ class PipeBuffer:
             self.level += n
 
     def drain(self, dst: Stream, limit: Optional[int] = None) -> int:
-        assert dst.write_fd is not None and _SPLICE is not None
-        n = _SPLICE(self.r, dst.write_fd, self.level if limit is None else limit,
-                    flags=_FLAGS)
+        assert dst.write_fd is not None
+        n = self._plat.splice(self.r, dst.write_fd, self.level if limit is None else limit)
         self.level -= n
         if n:
             self.full = False
@@ -271,7 +263,7 @@ class FileSendBuffer:
             self._waited += now - self._blocked_at
             self._blocked_at = 0.0
         try:
-            n = os.sendfile(dst.write_fd, self._src, None, self.level if limit is None else limit)
+            n = backend().sendfile(dst.write_fd, self._src, self.level if limit is None else limit)
         except BlockingIOError:
             if self._judge:
                 self._blocked_at = now
@@ -310,54 +302,13 @@ class FileSendBuffer:
         pass
 
 
-def _spliceable(fd: Optional[int], writing: bool) -> bool:
-    """Can splice() move data from (or to) this descriptor?
-
-    Pipes, stream sockets and regular files (not opened O_APPEND for
-    writing) can, and /dev/null as a destination; terminals and other
-    character devices cannot.
-    """
-    if fd is None:
-        return False
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return False
-    if stat.S_ISFIFO(st.st_mode):
-        return True
-    if stat.S_ISSOCK(st.st_mode):
-        try:
-            kind = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            return False
-        try:
-            return kind.type == socket.SOCK_STREAM
-        finally:
-            kind.close()
-    appending = writing and bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
-    if stat.S_ISREG(st.st_mode):
-        return not appending  # splice() refuses O_APPEND (EINVAL)
-    # /dev/null takes splice() and drops the pages: a receiver writing there
-    # (a throughput test) never copies the bytes into Python; but not when
-    # opened O_APPEND (``>>/dev/null``), which splice() refuses there too.
-    return (writing and not appending and stat.S_ISCHR(st.st_mode)
-            and st.st_rdev == _DEV_NULL)
-
-
-def _is_socket(fd: Optional[int]) -> bool:
-    try:
-        return fd is not None and stat.S_ISSOCK(os.fstat(fd).st_mode)
-    except OSError:
-        return False
-
-
 def zero_copy_allowed() -> bool:
     """splice() exists here and the tests did not ask for the copy path."""
-    return _SPLICE is not None and os.environ.get("PYNC_ZERO_COPY", "1") != "0"
+    return backend().zero_copy and os.environ.get("PYNC_ZERO_COPY", "1") != "0"
 
 
 def _same_host(dst: Stream) -> bool:
-    return isinstance(dst, SocketStream) and same_host(dst.sock)
+    return isinstance(dst, SocketStream) and backend().same_host(dst.sock)
 
 
 def _regular_file(fd: Optional[int]) -> bool:
@@ -370,12 +321,13 @@ def _regular_file(fd: Optional[int]) -> bool:
 def new_buffer(src: Stream, dst: Stream, transform: bool):
     """The buffer for one direction: sendfile from a file to a socket, a pipe
     when splice can do the moving, else memory."""
+    plat = backend()
     if (not transform and zero_copy_allowed() and src.zero_copy and dst.zero_copy
-            and _spliceable(src.read_fd, False) and _spliceable(dst.write_fd, True)):
-        if _regular_file(src.read_fd) and _is_socket(dst.write_fd):
+            and plat.can_splice(src.read_fd, False) and plat.can_splice(dst.write_fd, True)):
+        if plat.sendfile_to_socket and _regular_file(src.read_fd) and is_socket(dst.write_fd):
             return FileSendBuffer(local_peer=_same_host(dst))
         try:
-            return PipeBuffer(src_is_socket=_is_socket(src.read_fd))
+            return PipeBuffer(src_is_socket=is_socket(src.read_fd))
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE):
                 raise

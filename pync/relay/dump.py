@@ -25,7 +25,8 @@ class SessionDump:
     """The open dump files; ``record`` is the relay's hook."""
 
     def __init__(self, raw: Optional[str], hexed: Optional[str], append: bool) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+        # Not inherited (PEP 446); untranslated on Windows (O_BINARY).
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
         flags |= os.O_APPEND if append else os.O_TRUNC
         self.raw_fd: Optional[int] = None
         self.hex_fd: Optional[int] = None

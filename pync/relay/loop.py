@@ -21,17 +21,16 @@ End-of-stream rules, as nc 1.219 behaves (see DESIGN.md):
   (listen mode) the network input is done; with -q N > 0, N seconds later.
 * -w N: N seconds with nothing to do ends the session (status 0).
 
-``select.poll`` is used, not epoll: poll() accepts regular files and
-/dev/null (always ready) where epoll refuses them, and with two or three
-descriptors it needs no system call to change interest.  It is used bare,
-not through ``selectors``, whose per-event objects cost more than the
-system call in a 1-byte ping-pong.
+The loop waits through the platform's Waiter (platform/): bare poll() on
+Linux, the ``selectors`` default elsewhere.  It never asks which platform
+it is on.
 
-In a dialogue (small reads alternating between the two directions) the
-loop polls without blocking for a few microseconds before it sleeps, as
-the kernel's haltpoll does for an idle CPU: waking a sleeping process costs
-more than the reply takes to come (on the 2-vCPU VM measured, a 1-byte round
-trip fell from ~250 to ~100 us).  The window adapts: it grows while replies
+Where the waiter says spinning pays (Linux's poll), in a dialogue (small
+reads alternating between the two directions) the loop polls without
+blocking for a few microseconds before it sleeps, as the kernel's haltpoll
+does for an idle CPU: waking a sleeping process costs more than the reply
+takes to come (on the 2-vCPU VM measured, a 1-byte round trip fell from ~250
+to ~100 us).  The window adapts: it grows while replies
 come within it and shrinks to nothing when they do not; bulk transfers,
 one-way or in large reads, never spin.
 
@@ -49,14 +48,13 @@ BATCH_AFTER never meet the mark, so they never wait for it.
 from __future__ import annotations
 
 import errno
-import math
 import os
-import select
 import stat
 import time
 
 from ..base.record import Record
 from ..base.report import Reporter
+from ..platform import EVENT_READ, EVENT_WRITE, backend
 from ..protocols.crlf import CrlfTranslator
 from .buffers import (
     BUFSIZE,
@@ -90,10 +88,6 @@ BATCH_WAIT = 0.001   # ... or this long after the last read
 # other direction and the timers wait at most BURST chunks.
 BURST = 16
 BURST_MIN = 32 * 1024  # a read this large says a bulk flow: more is likely waiting
-EVENT_READ = 1   # as selectors.EVENT_READ
-EVENT_WRITE = 2  # as selectors.EVENT_WRITE
-_POLL = {EVENT_READ: select.POLLIN, EVENT_WRITE: select.POLLOUT,
-         EVENT_READ | EVENT_WRITE: select.POLLIN | select.POLLOUT}
 
 # Errors that mean "the peer is gone", ending one direction.
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
@@ -211,7 +205,7 @@ class Relay:
             self._count_net_read()
         self.status = 0
         self.quit_at: Optional[float] = None    # -q deadline
-        self.poller = select.poll()
+        self.waiter = backend().waiter()
         self.interest: dict[int, int] = {}
         self.spin = 0.0            # the current spin window (s)
         # A dialogue: the last read was small and went the other way from
@@ -253,6 +247,7 @@ class Relay:
         try:
             self._loop()
         finally:
+            self.waiter.close()
             self.up.buf.close()
             self.down.buf.close()
             if self.meter is not None:
@@ -290,16 +285,14 @@ class Relay:
             elif timeout is None:
                 return  # nothing to watch and no deadline: nothing can happen
             else:
-                ready = _wait(timeout)
+                backend().sleep(timeout)
+                ready = []
             if not ready and not pending:
                 continue
             self.last_io = time.monotonic()
             events: dict[int, int] = {}
             for fd, ev in ready:
-                # As selectors: hang-up and errors wake both readers and writers.
-                got = (EVENT_READ if ev & ~select.POLLOUT else 0) | \
-                      (EVENT_WRITE if ev & ~select.POLLIN else 0)
-                events[fd] = events.get(fd, 0) | got
+                events[fd] = events.get(fd, 0) | ev
             for d in pending:
                 events[d.src.read_fd] = events.get(d.src.read_fd, 0) | EVENT_READ  # type: ignore[index]
             self._read(up, events)
@@ -307,12 +300,11 @@ class Relay:
             self._read(down, events)
             self._write(down, events)
 
-    def _poll(self, timeout: Optional[float]) -> list:
-        """poll() the interest set; in a dialogue, spin briefly first."""
-        poll = self.poller.poll
-        wait = None if timeout is None else math.ceil(timeout * 1e3)
-        if not self.dialogue or wait == 0:
-            return poll(wait)
+    def _poll(self, timeout: Optional[float]) -> list[tuple[int, int]]:
+        """Wait for the interest set; in a dialogue, spin briefly first."""
+        poll = self.waiter.poll
+        if not self.dialogue or timeout == 0 or not self.waiter.spins:
+            return poll(timeout)
         started = time.perf_counter()
         if self.spin:
             end = started + self.spin
@@ -322,7 +314,7 @@ class Relay:
                     return ready
                 if time.perf_counter() >= end:
                     break
-        ready = poll(wait)
+        ready = poll(timeout)
         if ready and time.perf_counter() - started <= SPIN_MAX:
             self.spin = min(max(self.spin * 2, SPIN_START), SPIN_MAX)  # would have caught it
         else:
@@ -378,7 +370,7 @@ class Relay:
         for d in (self.up, self.down):
             d.src_open = d.dst_open = False
             d.clear()
-        _wait(self.quit_at - now)  # type: ignore[operator]
+        backend().sleep(self.quit_at - now)  # type: ignore[operator]
         return True
 
     def _arm_quit(self, when: float) -> None:
@@ -417,13 +409,13 @@ class Relay:
             return
         for fd in self.interest:
             if fd not in want:
-                self.poller.unregister(fd)
+                self.waiter.unregister(fd)
         for fd, ev in want.items():
             old = self.interest.get(fd)
             if old is None:
-                self.poller.register(fd, _POLL[ev])
+                self.waiter.register(fd, ev)
             elif old != ev:
-                self.poller.modify(fd, _POLL[ev])
+                self.waiter.modify(fd, ev)
         self.interest = want
 
     # -- I/O --------------------------------------------------------------
@@ -573,8 +565,3 @@ def _unbatch(d: Direction) -> None:
     """Every byte wakes poll() again for this direction's source."""
     d.batched = False
     d.src.wake_at(1)
-
-
-def _wait(timeout: float) -> list:
-    """Wait for a deadline with no descriptor to watch (-q, -i)."""
-    return select.poll().poll(math.ceil(min(max(timeout, 0.0), MAX_WAIT) * 1e3))

@@ -11,14 +11,17 @@ returns 0 at end of stream and raises BlockingIOError when nothing is ready.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
-import stat
+
+from ..platform import EVENT_READ, EVENT_WRITE, backend
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
+
+    from ..platform.base import Backend
+    from ..platform.bridge import ReaderBridge, WriterBridge
 
 
 class Stream:
@@ -68,15 +71,75 @@ class Stream:
 
 
 class FdStream(Stream):
-    """A Stream on plain descriptors (pipes, files, terminals): readv and write."""
+    """A Stream on plain descriptors (pipes, files, terminals).
+
+    Where the platform's wait cannot take a descriptor (on Windows anything
+    but a socket), that side goes through a bridge (platform/bridge.py): the
+    relay then reads or writes the bridge's socket, and a thread the
+    descriptor.  ``source_fd`` and ``sink_fd`` are the descriptors
+    themselves, bridged or not.
+    """
+
+    source_fd: Optional[int] = None
+    sink_fd: Optional[int] = None
+    _plat: Backend
+    _reader: Optional[ReaderBridge] = None
+    _writer: Optional[WriterBridge] = None
+
+    def _attach(self, read_fd: Optional[int], write_fd: Optional[int],
+                read_done: Optional[Callable[[], None]] = None,
+                write_done: Optional[Callable[[], None]] = None) -> None:
+        """Use these descriptors, through bridges where they cannot be waited on."""
+        plat = self._plat = backend()
+        self.source_fd, self.sink_fd = read_fd, write_fd
+        self.read_fd, self.write_fd = read_fd, write_fd
+        if read_fd is not None and not plat.can_wait(read_fd, EVENT_READ):
+            plat.binary(read_fd)
+            self._reader = plat.reader_bridge(read_fd, read_done)
+            self.read_fd = self._reader.sock.fileno()
+            self.nonblocking = True
+            self.zero_copy = False
+        if write_fd is not None and not plat.can_wait(write_fd, EVENT_WRITE):
+            plat.binary(write_fd)
+            self._writer = plat.writer_bridge(write_fd, write_done)
+            self.write_fd = self._writer.sock.fileno()
+            self.zero_copy = False
 
     def read_into(self, buf: memoryview) -> int:
+        if self._reader is not None:
+            return self._reader.sock.recv_into(buf)
         assert self.read_fd is not None
-        return os.readv(self.read_fd, [buf])
+        return self._plat.read_into(self.read_fd, buf)
 
     def write(self, data: memoryview) -> int:
+        if self._writer is not None:
+            return self._writer.sock.send(data)
         assert self.write_fd is not None
         return os.write(self.write_fd, data)
+
+    def write_all(self, data: bytes) -> bool:
+        """Write everything, waiting while the destination is full (the
+        broker's stdout); False if the destination is gone."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.write(view):]
+            except BlockingIOError:
+                assert self.write_fd is not None
+                self._plat.wait_fd(self.write_fd, EVENT_WRITE, None)
+            except OSError:
+                return False
+        return True
+
+    def _close_bridges(self, flush: bool) -> None:
+        """Every byte handed to a writer bridge is written (bounded when not
+        flushing: an interrupted run does not wait for a stalled reader)."""
+        if self._writer is not None:
+            self._writer.close(None if flush else 1.0)
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 class StdioStream(FdStream):
@@ -84,18 +147,23 @@ class StdioStream(FdStream):
 
     The descriptors stay in blocking mode, as nc leaves them: they are shared
     with the shell and other processes, and O_NONBLOCK on a shared terminal
-    would break them.  The relay reads only after poll() says readable, so a
+    would break them.  The relay reads only after the wait says readable, so a
     read never blocks; a write to a full pipe waits for the reader, as nc's.
+    They are shared by every session of a run; ``finish`` ends them.
     """
 
     label = "stdio"
 
     def __init__(self, in_fd: Optional[int], out_fd: Optional[int]) -> None:
-        self.read_fd = in_fd
-        self.write_fd = out_fd
+        plat = backend()
         for fd in (in_fd, out_fd):
             if fd is not None:
-                grow_pipe(fd)
+                plat.grow_pipe(fd)
+        self._attach(in_fd, out_fd)
+
+    def finish(self, flush: bool = True) -> None:
+        """The run is over: what went to stdout is written, bridges end."""
+        self._close_bridges(flush)
 
 
 class SocketStream(Stream):
@@ -113,23 +181,8 @@ class SocketStream(Stream):
         return self.sock.recv_into(buf)
 
     def wake_at(self, nbytes: int) -> bool:
-        """SO_RCVLOWAT, on TCP: Linux's poll() honours it there.
-
-        At most a quarter of the receive buffer: a mark the buffer cannot
-        hold twice over makes Linux grow the buffer and clamp the window to
-        the mark, and a peer then stalls on a delayed window update (40 ms).
-        """
-        if self.sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return False
-        try:
-            if nbytes > 1:
-                nbytes = min(nbytes, self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 4)
-                if nbytes < WAKE_MIN:
-                    return False  # the buffer is still small: not worth it yet
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
-        except OSError:
-            return False
-        return True
+        """SO_RCVLOWAT where the platform honours it (TCP on Linux)."""
+        return backend().wake_mark(self.sock, nbytes)
 
     def write(self, data: memoryview) -> int:
         return self.sock.send(data)
@@ -142,24 +195,6 @@ class SocketStream(Stream):
 
     def close(self) -> None:
         self.sock.close()
-
-
-WAKE_MIN = 64 * 1024  # a smaller mark saves too few wake-ups to bother
-F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1024 * 1024
-
-
-def grow_pipe(fd: int) -> None:
-    """Enlarge a pipe to 1 MiB (the unprivileged maximum) if fd is one.
-
-    A 64 KiB pipe caps every read at 64 KiB; a bigger pipe lets each system
-    call move more, which is most of a bulk transfer's cost.
-    """
-    try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # not allowed (pipe-max-size) or not a pipe: keep its size
 
 
 class DatagramStream(Stream):
@@ -188,7 +223,12 @@ class DatagramStream(Stream):
         if self.connected:
             n = self.sock.recv_into(buf)
         else:
-            n, peer = self.sock.recvfrom_into(buf)
+            try:
+                n, peer = self.sock.recvfrom_into(buf)
+            except ConnectionResetError:
+                # Windows reports an earlier datagram's ICMP refusal on the
+                # next receive, even unconnected: nothing to receive here.
+                raise BlockingIOError from None
             if self.accept_from is not None and not self.accept_from(peer):
                 raise BlockingIOError  # a refused sender: dropped
             self.peer = peer
@@ -215,17 +255,3 @@ def _shutdown(sock: socket.socket, how: int) -> None:
         sock.shutdown(how)
     except OSError:
         pass  # already reset or closed by the peer: nothing left to shut
-
-
-def same_host(sock: socket.socket) -> bool:
-    """Is this connected socket's peer on this host (loopback, our own
-    address, or a UNIX socket)?  Then no network lies between the two ends:
-    the receiver reads the sender's pages, and nothing needs pacing."""
-    if sock.family == socket.AF_UNIX:
-        return True
-    try:
-        peer = sock.getpeername()[0]
-        return (peer.startswith(("127.", "::ffff:127.")) or peer == "::1"
-                or peer == sock.getsockname()[0])
-    except OSError:
-        return False

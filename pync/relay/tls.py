@@ -9,12 +9,12 @@ a byte.
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import time
 
 from ..base.report import PyncError, strerror
+from ..platform import EVENT_READ, EVENT_WRITE, backend
 from .streams import SocketStream
 
 TYPE_CHECKING = False
@@ -135,15 +135,12 @@ class TlsSession:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise socket.timeout("timed out")
-            wait_fd(self.sock, select.POLLOUT, left)
+            wait_fd(self.sock, EVENT_WRITE, left)
 
 
 def wait_fd(sock: socket.socket, events: int, timeout: float) -> int:
     """Wait (bounded) for events on sock; the events that came (0: none)."""
-    poller = select.poll()
-    poller.register(sock.fileno(), events)
-    ready = poller.poll(max(timeout, 0.0) * 1000)
-    return ready[0][1] if ready else 0
+    return backend().wait_fd(sock.fileno(), events, timeout)
 
 
 def reason(exc: BaseException) -> str:
@@ -286,8 +283,8 @@ class TlsStream(SocketStream):
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT
             while not tls.flush():
                 left = deadline - time.monotonic()
-                if left <= 0 or wait_fd(tls.sock, select.POLLOUT | select.POLLIN,
-                                         left) & select.POLLIN:
+                if left <= 0 or wait_fd(tls.sock, EVENT_WRITE | EVENT_READ,
+                                         left) & EVENT_READ:
                     return  # the relay reads; a later read sends the rest
         except OSError:
             pass  # the peer is gone: nothing more to send

@@ -175,7 +175,9 @@ def test_sendfile_hands_over_to_copying_when_a_local_receiver_is_slow(
 def test_sendfile_judges_only_receivers_on_this_host():
     """Across a network a full socket says nothing about how the receiver
     reads: sendfile stays whatever the waiting."""
-    from pync.relay.streams import same_host
+    from pync.platform import backend
+
+    same_host = backend().same_host
 
     a, b = socket.socketpair()
     lsock = socket.socket()

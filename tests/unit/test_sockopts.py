@@ -6,7 +6,9 @@ import socket
 
 import pytest
 
-from pync.net.sockopts import unpaced_on_this_host
+from pync.platform import backend
+
+unpaced_on_this_host = backend().unpaced
 
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", None)
 
