@@ -1,4 +1,13 @@
-"""pytest setup: the helpers module is importable as ``pynctest``; fixtures."""
+"""pytest setup: the helpers module is importable as ``pynctest``; fixtures.
+
+The suites that mark themselves ``pytestmark = pytest.mark.usefixtures(
+"pync_backend")`` run every test twice: with pync on this platform's own
+backend (Linux: poll, splice, fork) and with the Linux-only APIs hidden
+(tests/portable/sitecustomize.py), so that pync takes the portable backend
+it uses on macOS and Windows.  A test of something the portable platform
+lacks (UNIX sockets, splice) is marked ``native_only``: its portable run is
+deselected, and a test of the refusal stands for it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,32 @@ import shutil
 import tempfile
 
 import pytest
+from pynctest import hide_linux_apis
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "native_only: needs an API the portable backend's platforms lack")
+
+
+@pytest.fixture(params=["native", "portable"])
+def pync_backend(request, monkeypatch):
+    """Run the pync processes of this test on one backend or the other."""
+    if request.param == "portable":
+        hide_linux_apis(monkeypatch)
+    return request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    """Portable runs of tests marked native_only are not collected."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        portable = "portable" in (params.get("pync_backend"), params.get("relay_path"))
+        (drop if portable and item.get_closest_marker("native_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture

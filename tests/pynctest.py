@@ -20,6 +20,15 @@ from typing import IO, Callable, Optional
 import pytest
 
 PYNC = [sys.executable, "-m", "pync"]
+# On PYTHONPATH, its sitecustomize hides Linux's APIs: pync then runs on its
+# portable backend, as on Windows (see tests/portable/sitecustomize.py).
+PORTABLE_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "portable")
+
+
+def hide_linux_apis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pync processes this test starts take the portable backend."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (PORTABLE_SITE, os.environ.get("PYTHONPATH")) if p))
 TIMEOUT = 20.0  # upper bound for any single wait in the suite
 
 

@@ -87,6 +87,7 @@ class Broker:
     # -- the loop ---------------------------------------------------------
     def run(self) -> int:
         self.server.setblocking(False)
+        self.local.start()
         self.sel.register(self.server, EVENT_READ, None)
         if self.stdin_fd is not None:
             try:

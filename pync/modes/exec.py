@@ -82,9 +82,9 @@ class ProcessStream(FdStream):
             raise PyncError(f"exec {argv[0]}: {strerror(exc)}") from None
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
-        self._attach(stdout.fileno(), stdin.fileno(), read_done=stdout.close,
-                     write_done=stdin.close)
-        for fd, bridged in ((stdout.fileno(), self._reader), (stdin.fileno(), self._writer)):
+        out_fd, in_fd = stdout.fileno(), stdin.fileno()  # a bridge may close them soon
+        self._attach(out_fd, in_fd, read_done=stdout.close, write_done=stdin.close)
+        for fd, bridged in ((out_fd, self._reader), (in_fd, self._writer)):
             if bridged is None:
                 plat.prepare_pipe(fd)  # pync's own pipes: never block the relay
 

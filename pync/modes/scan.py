@@ -49,7 +49,6 @@ UDP_DEFAULT_WAIT = 2.0
 PARALLEL_MIN = 4096   # ports; below this one process is quicker than forking
 MAX_WORKERS = 4
 TIMED_OUT = "timed out"
-_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # one system call less per probe
 OPEN_FILTERED = "open|filtered"
 
 
@@ -91,6 +90,7 @@ class Scanner:
         self.window = 1 if opts.interval or opts.source_port else _window()
         self.probe_data = opts.udp_probe or b""
         self.has_sockopts = _has_sockopts(opts)
+        self.new_socket = backend().nonblocking_socket
         self.probes = backend().probe_set()
         if self.probes.capacity is not None:
             self.window = min(self.window, self.probes.capacity)
@@ -162,7 +162,7 @@ class Scanner:
         """
         while probe.addr_i < len(self.addrs):
             family, socktype, proto, _, sockaddr = self.addrs[probe.addr_i]
-            sock = socket.socket(family, socktype | _NONBLOCK, proto)  # EMFILE: up
+            sock = self.new_socket(family, socktype, proto)  # EMFILE: up
             probe.addr_i += 1
             probe.ip = numeric_host(sockaddr)
             try:

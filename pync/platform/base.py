@@ -113,6 +113,9 @@ class Backend:
     def waiter(self) -> Waiter:
         raise NotImplementedError
 
+    def watch_signals(self) -> None:
+        """The pync command handles signals: make sure they end every wait."""
+
     def wait_fd(self, fd: int, events: int, timeout: Optional[float]) -> int:
         """Wait (bounded by timeout seconds, None: without end) for events on
         one descriptor; the events that came, 0 if none did."""
@@ -138,6 +141,12 @@ class Backend:
 
     def probe_set(self) -> ProbeSet:
         raise NotImplementedError
+
+    def nonblocking_socket(self, family: int, socktype: int, proto: int) -> socket.socket:
+        """A new socket that never blocks (a scan's probe)."""
+        sock = socket.socket(family, socktype, proto)
+        sock.setblocking(False)
+        return sock
 
     def fd_limit(self) -> Optional[int]:
         """The soft limit on open descriptors, if the platform has one."""

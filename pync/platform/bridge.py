@@ -6,9 +6,10 @@ relay's wait.  A bridge is one ``socket.socketpair()`` and one small thread:
 the loop uses the near end like any non-blocking socket, the thread copies
 between the far end and the descriptor, at most CHUNK bytes at a time.
 
-* ReaderBridge (descriptor -> loop): the thread reads a chunk and sends all
-  of it to the far end, which blocks while the loop has not taken what came
-  before (back-pressure: nothing is held but that one chunk).  At the
+* ReaderBridge (descriptor -> loop): from ``start()`` on (not before: a
+  password prompt may need the terminal first), the thread reads a chunk
+  and sends all of it to the far end, which blocks while the loop has not
+  taken what came before (back-pressure: nothing is held but that chunk).  At the
   descriptor's end (or a read error, a hung-up terminal) the thread closes
   the far end: the loop reads EOF after the last byte.
 * WriterBridge (loop -> descriptor): the thread receives what the loop sent
@@ -55,7 +56,11 @@ class ReaderBridge:
         self._done = done
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"pync-bridge-from-{fd}")
-        self._thread.start()
+
+    def start(self) -> None:
+        """Begin reading the descriptor (once)."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     def _run(self) -> None:
         far = self._far
@@ -81,7 +86,9 @@ class ReaderBridge:
     def close(self, timeout: Optional[float] = 0.0) -> None:
         """Stop: the thread ends at its next send (or at the descriptor's end)."""
         self.sock.close()
-        if timeout is None or timeout > 0:
+        if self._thread.ident is None:
+            self._far.close()
+        elif timeout is None or timeout > 0:
             self._thread.join(timeout)
 
 

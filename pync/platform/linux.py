@@ -132,6 +132,9 @@ class LinuxBackend(Backend):
     def probe_set(self) -> ProbeSet:
         return EpollProbes()
 
+    def nonblocking_socket(self, family: int, socktype: int, proto: int) -> socket.socket:
+        return socket.socket(family, socktype | socket.SOCK_NONBLOCK, proto)  # one call, not two
+
     # -- moving bytes -----------------------------------------------------
     def grow_pipe(self, fd: int) -> None:
         """A 64 KiB pipe caps every read at 64 KiB; a bigger pipe lets each

@@ -172,6 +172,10 @@ class PortableBackend(Backend):
         self._sockets_only: Optional[bool] = None
 
     # -- waiting ----------------------------------------------------------
+    def watch_signals(self) -> None:
+        """The wake-up socket, made now rather than at the first wait."""
+        _wakeup_socket()
+
     def waiter(self) -> Waiter:
         return SelectorWaiter()
 

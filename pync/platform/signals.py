@@ -65,3 +65,6 @@ def install_signal_handlers() -> None:
     for name in TERMINATING:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _raise_terminated)
+    from . import backend
+
+    backend().watch_signals()

@@ -177,6 +177,7 @@ class Relay:
         self.local = local
         self.net = net
         self.cfg = config
+        local.start()
         self.report = reporter
         work = work or ByteWork()
         seen = work.record is not None

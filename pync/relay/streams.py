@@ -64,6 +64,9 @@ class Stream:
     def interrupt(self) -> None:
         """The session was cut short (a signal): close() should not linger."""
 
+    def start(self) -> None:
+        """A loop is about to use this end (a bridge starts reading only now)."""
+
     def wake_at(self, nbytes: int) -> bool:
         """Have poll() report readable only once nbytes wait (or the end of
         stream, or an error); 1 undoes it.  False where this stream cannot."""
@@ -104,6 +107,10 @@ class FdStream(Stream):
             self._writer = plat.writer_bridge(write_fd, write_done)
             self.write_fd = self._writer.sock.fileno()
             self.zero_copy = False
+
+    def start(self) -> None:
+        if self._reader is not None:
+            self._reader.start()
 
     def read_into(self, buf: memoryview) -> int:
         if self._reader is not None:

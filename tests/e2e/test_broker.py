@@ -12,6 +12,8 @@ import pexpect
 import pytest
 from pynctest import TIMEOUT, Proc, Server, pync_cmd, recv_all, run_pync
 
+pytestmark = pytest.mark.usefixtures("pync_backend")
+
 
 def start_room(*args: str) -> tuple[Proc, int]:
     p = Proc(pync_cmd("-l", "-v", "-n", *args, "127.0.0.1", "0"))

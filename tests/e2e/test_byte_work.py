@@ -11,6 +11,8 @@ import pexpect
 import pytest
 from pynctest import TIMEOUT, Server, connect, pync_cmd, recv_all, run_pync, start_listener
 
+pytestmark = pytest.mark.usefixtures("pync_backend")
+
 
 def ping_pong_server(reply: bytes) -> Server:
     """Reads a line, answers reply, reads to EOF."""
@@ -123,6 +125,7 @@ def test_telnet_replies_match_nc():
     assert outcomes[0] == outcomes[1] == ([bytes([IAC, WONT, 1, IAC, DONT, 3])], 0)
 
 
+@pytest.mark.native_only
 def test_fd_pass_hands_the_connection_over():
     def handler(conn: socket.socket) -> None:
         assert conn.recv(100) == b"from the receiver\n"
@@ -145,6 +148,7 @@ def test_fd_pass_hands_the_connection_over():
     srv.join()
 
 
+@pytest.mark.native_only
 @pytest.mark.parametrize("tool", ["nc", "pync"])
 def test_fd_pass_to_a_pipe_fails_as_nc(tool):
     if tool == "nc" and shutil.which("nc") is None:
@@ -159,6 +163,7 @@ def test_fd_pass_to_a_pipe_fails_as_nc(tool):
     assert r.stderr == f"{tool}: sendmsg: Socket operation on non-socket\n".encode()
 
 
+@pytest.mark.native_only
 def test_fd_pass_refuses_a_terminal():
     with socket.socket() as lsock:
         lsock.bind(("127.0.0.1", 0))

@@ -26,6 +26,8 @@ from pynctest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.usefixtures("pync_backend")
+
 
 def exchange(port: int, data: bytes) -> bytes:
     """Send data, half-close, read the answer to EOF."""
@@ -196,6 +198,7 @@ def test_missing_program_fails_before_listening(argv, message):
     assert r.stderr.decode() == message
 
 
+@pytest.mark.native_only
 def test_exec_through_unix_socket(sock_dir):
     path = os.path.join(sock_dir, "s")
     server = Proc(pync_cmd("-lU", "-v", path, "-c", "tr a-z A-Z"))

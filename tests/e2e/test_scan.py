@@ -12,6 +12,8 @@ from typing import Optional
 import pytest
 from pynctest import TIMEOUT, filtered_port, require_tool, run_pync
 
+pytestmark = pytest.mark.usefixtures("pync_backend")
+
 
 class Ports:
     """Open, closed and filtered TCP ports on 127.0.0.1, made by the test."""

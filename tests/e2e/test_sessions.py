@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from pynctest import (
     Server,
     connect,
     filtered_port,
+    hide_linux_apis,
     pync_cmd,
     recv_all,
     require_tool,
@@ -26,11 +28,14 @@ from pynctest import (
 MiB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True, params=["zero-copy", "copy"])
+@pytest.fixture(autouse=True, params=["zero-copy", "copy", "portable"])
 def relay_path(request, monkeypatch):
-    """Every session here runs twice: on the zero-copy (splice) path and on
-    the portable copy path, which must behave identically."""
+    """Every session here runs three times: on the zero-copy (splice) path,
+    on the copying path, and on the portable backend (Linux's APIs hidden,
+    as on Windows: see tests/conftest.py), which must all behave alike."""
     monkeypatch.setenv("PYNC_ZERO_COPY", "1" if request.param == "zero-copy" else "0")
+    if request.param == "portable":
+        hide_linux_apis(monkeypatch)
     return request.param
 
 
@@ -119,6 +124,7 @@ def test_bytes_after_a_bulk_flow_pauses_are_not_held_back():
     assert proc.wait() == 0
 
 
+@pytest.mark.native_only
 def test_no_pacing_between_two_ends_on_this_host():
     """pync's end of a loopback connection does not keep a pacing
     congestion control (BBR, this machine's default): ss(8) shows it."""
@@ -148,6 +154,40 @@ def test_file_listener_to_client(blob, tmp_path):
         assert lp.wait(TIMEOUT) == 0
     assert client.returncode == 0, client.stderr
     assert sha(client.stdout) == sha(data)
+
+
+def test_32_mib_each_way_at_once(blob, tmp_path):
+    """Both directions full at the same time, through pipes on both ends:
+    the listener sends one 32 MiB stream (then -N), the client another
+    (and stays open until the listener's has all come); each side gets
+    the other's bytes exactly."""
+    _, data = blob
+    other = bytes(reversed(data[: 8 * MiB])) * 4
+    got_l, got_c = tmp_path / "by-listener", tmp_path / "by-client"
+    with open(got_l, "wb") as out_l, open(got_c, "wb") as out_c:
+        lp = subprocess.Popen(pync_cmd("-l", "-N", "-v", "-n", "127.0.0.1", "0"),
+                              stdin=subprocess.PIPE, stdout=out_l, stderr=subprocess.PIPE)
+        port = int(lp.stderr.readline().split()[-1])
+        cp = subprocess.Popen(pync_cmd("127.0.0.1", str(port)), stdin=subprocess.PIPE,
+                              stdout=out_c, stderr=subprocess.PIPE)
+        feeders = [threading.Thread(target=_feed, args=(p, chunk))
+                   for p, chunk in ((lp, data), (cp, other))]
+        for t in feeders:
+            t.start()
+        for t in feeders:
+            t.join(TIMEOUT * 3)
+        assert cp.wait(TIMEOUT * 3) == 0, cp.stderr.read()
+        assert lp.wait(TIMEOUT) == 0, lp.stderr.read()
+    assert sha(got_c.read_bytes()) == sha(data)
+    assert sha(got_l.read_bytes()) == sha(other)
+
+
+def _feed(proc: subprocess.Popen, data: bytes) -> None:
+    """Write data into proc's stdin and close it (a pipe, as `cat f | pync`)."""
+    try:
+        proc.stdin.write(data)
+    finally:
+        proc.stdin.close()
 
 
 def test_half_close_sort():
@@ -204,6 +244,7 @@ def test_ipv6_loopback():
     assert b"Connection received on ::1 " in listener.err
 
 
+@pytest.mark.native_only
 def test_unix_socket_roundtrip_and_cleanup(sock_dir):
     path = os.path.join(sock_dir, "s")
     listener = Proc(pync_cmd("-lU", "-v", path))
@@ -219,6 +260,7 @@ def test_unix_socket_roundtrip_and_cleanup(sock_dir):
     assert not os.path.exists(path), "listener must remove the socket file it made"
 
 
+@pytest.mark.native_only
 def test_unix_abstract_namespace():
     name = f"@pync-test-{os.getpid()}-{time.monotonic_ns()}"
     listener = Proc(pync_cmd("-lU", "-v", name), stdin=subprocess.DEVNULL)
@@ -228,6 +270,7 @@ def test_unix_abstract_namespace():
     assert bytes(listener.out) == b"abstract\n"
 
 
+@pytest.mark.native_only
 def test_unix_stale_socket_replaced_but_regular_file_kept(sock_dir):
     stale = os.path.join(sock_dir, "stale")
     s = socket.socket(socket.AF_UNIX)
@@ -247,6 +290,7 @@ def test_unix_stale_socket_replaced_but_regular_file_kept(sock_dir):
         assert f.read() == "precious"
 
 
+@pytest.mark.native_only
 def test_unix_connect_missing_path(sock_dir):
     path = os.path.join(sock_dir, "nothing")
     r = run_pync("-U", path)
@@ -368,6 +412,7 @@ def test_sigint_exits_130_without_traceback():
     assert b"Traceback" not in listener.err
 
 
+@pytest.mark.native_only
 def test_sigterm_removes_unix_socket(sock_dir):
     path = os.path.join(sock_dir, "t")
     listener = Proc(pync_cmd("-lU", "-k", "-v", path))

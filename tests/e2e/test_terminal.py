@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 
 import pexpect
+import pytest
 from pynctest import TIMEOUT
+
+pytestmark = pytest.mark.usefixtures("pync_backend")
 
 
 def spawn(*args: str) -> pexpect.spawn:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from pynctest import TIMEOUT, Certs, Proc, Server, connect, pync_cmd, run_pync, start_listener
 
+pytestmark = pytest.mark.usefixtures("pync_backend")
+
 trustme = pytest.importorskip("trustme")
 
 BIG = 8 * 1024 * 1024

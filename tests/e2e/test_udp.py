@@ -7,7 +7,10 @@ import socket
 import subprocess
 import threading
 
+import pytest
 from pynctest import TIMEOUT, Proc, pync_cmd, run_pync
+
+pytestmark = pytest.mark.usefixtures("pync_backend")
 
 
 class UpperServer:
@@ -135,6 +138,7 @@ def test_keep_open_hears_two_senders_and_answers_the_latest():
     b.close()
 
 
+@pytest.mark.native_only
 def test_unix_datagram_sockets(sock_dir):
     path = os.path.join(sock_dir, "dg")
     listener = Proc(pync_cmd("-U", "-u", "-l", "-v", path))

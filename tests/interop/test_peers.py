@@ -20,6 +20,8 @@ from pynctest import (
 )
 from pynctest import require_tool as tool
 
+pytestmark = pytest.mark.usefixtures("pync_backend")
+
 PAYLOAD = os.urandom(256 * 1024) + b"\nend\n"
 
 
@@ -55,16 +57,19 @@ def test_peer_client_to_pync_listener(peer, flags):
     assert r.stdout == b"greetings from pync\n"
 
 
-def test_socat_both_roles(sock_dir):
+def test_socat_listens_pync_sends():
     socat = tool("socat")
-    # socat listens, pync sends
     listener = Proc([socat, "-d", "-d", "-u", "TCP-LISTEN:0,bind=127.0.0.1,reuseaddr",
                      "STDOUT"], stdin=subprocess.DEVNULL)
     port = int(listener.wait_stderr(r"listening on AF=2 127\.0\.0\.1:(\d+)").group(1))
     r = run_pync("-N", "127.0.0.1", str(port), input=PAYLOAD)
     assert listener.wait() == 0 and r.returncode == 0
     assert bytes(listener.out) == PAYLOAD
-    # pync listens on a UNIX socket, socat sends
+
+
+@pytest.mark.native_only
+def test_pync_listens_on_a_unix_socket_socat_sends(sock_dir):
+    socat = tool("socat")
     path = os.path.join(sock_dir, "u")
     plistener = Proc(pync_cmd("-lU", "-v", path), stdin=subprocess.DEVNULL)
     plistener.wait_stderr("Listening on")

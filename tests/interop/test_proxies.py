@@ -27,6 +27,8 @@ import pytest
 from pynctest import PYNC, TIMEOUT, Proc, Server, free_port, pync_cmd, run_pync
 from pynctest import require_tool as tool
 
+pytestmark = pytest.mark.usefixtures("pync_backend")
+
 # What the client sends (every byte value) and what the destination answers.
 REQUEST = bytes(range(256)) * 8 + b"end of request\n"
 ANSWER = b"answer from the destination\n" + bytes(range(255, -1, -1)) * 4

@@ -14,6 +14,8 @@ import pytest
 from pynctest import TIMEOUT, Certs, Proc, free_port, run_pync, start_listener
 from pynctest import require_tool as tool
 
+pytestmark = pytest.mark.usefixtures("pync_backend")
+
 trustme = pytest.importorskip("trustme")
 
 PAYLOAD = os.urandom(256 * 1024) + b"\nend of pync's bytes\n"
