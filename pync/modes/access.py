@@ -47,7 +47,7 @@ def _networks(entry: str) -> list[Network]:
     except (OSError, ValueError) as exc:
         raise PyncError(f"cannot resolve access list entry {entry!r}: "
                         f"{gai_strerror(exc)}") from None
-    return [ipaddress.ip_network(info[4][0].split("%")[0]) for info in infos]
+    return [ipaddress.ip_network(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 class AccessList:

@@ -96,7 +96,7 @@ class Broker:
                 self.stdin_always_ready = True
         try:
             while True:
-                timeout = 0 if self.stdin_always_ready else None
+                timeout: Optional[float] = 0 if self.stdin_always_ready else None
                 if self.paused:
                     timeout = PAUSE  # retry the listener even if no client leaves
                 ready = self.sel.select(timeout)

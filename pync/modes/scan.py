@@ -338,6 +338,7 @@ def _scan_in_parallel(opts: Options, report: Reporter, ports: list[int],
     shares = [ports[i:i + size] for i in range(0, len(ports), size)]
     plat = backend()
     children: list[tuple[int, IO[str]]] = []
+    out: IO[str]
     try:
         for share in shares[1:]:
             out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below

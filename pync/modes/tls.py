@@ -29,6 +29,7 @@ import time
 from ..base.options import Options
 from ..base.report import PyncError, Reporter, strerror
 from ..platform import EVENT_READ
+from ..platform.base import O_BINARY
 from ..relay.tls import HANDSHAKE_TIMEOUT, TlsSession, TlsStream, reason, wait_fd
 
 TYPE_CHECKING = False
@@ -156,8 +157,7 @@ def _load_pem(ctx: ssl.SSLContext, pem: bytes) -> None:
     OpenSSL loads chains from files only)."""
     with tempfile.TemporaryDirectory(prefix="pync-tls-") as tmp:
         path = os.path.join(tmp, "cert.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                     0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
         ctx.load_cert_chain(path)

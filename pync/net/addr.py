@@ -16,7 +16,7 @@ from ..base.report import PyncError, gai_strerror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Any, Optional, Union
 
 PORT_MAX = 65535
 
@@ -85,16 +85,18 @@ def resolve(host: Optional[str], port: int, family: int, socktype: int,
                         f"{gai_strerror(exc)}") from None
 
 
-def _getaddrinfo(host: Optional[str], port: object, family: int, socktype: int,
-                 flags: int) -> list[AddrInfo]:
+def _getaddrinfo(host: Optional[str], port: Union[int, str, None], family: int,
+                 socktype: int, flags: int) -> list[AddrInfo]:
     """socket.getaddrinfo; a name Python's IDNA codec refuses (``a..b``) goes
     to the C library as bytes, which answers in its own words, as for nc."""
+    infos: Any
     try:
-        return socket.getaddrinfo(host, port, family, socktype, 0, flags)
+        infos = socket.getaddrinfo(host, port, family, socktype, 0, flags)
     except UnicodeError:
         assert host is not None
         raw = host.encode("utf-8", "surrogateescape")
-        return socket.getaddrinfo(raw, port, family, socktype, 0, flags)  # type: ignore[arg-type]
+        infos = socket.getaddrinfo(raw, port, family, socktype, 0, flags)
+    return infos
 
 
 def resolve_local(host: Optional[str], port: Optional[str], family: int,

@@ -22,14 +22,13 @@ checks it).
 
 from __future__ import annotations
 
+from .events import EVENT_READ, EVENT_WRITE
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
 
     from .base import Backend
-
-EVENT_READ = 1   # as selectors.EVENT_READ
-EVENT_WRITE = 2  # as selectors.EVENT_WRITE
 
 _current: Optional[Backend] = None
 
@@ -41,9 +40,13 @@ def backend() -> Backend:
         import select
 
         if hasattr(select, "epoll") and hasattr(select, "poll"):
-            from .linux import LinuxBackend
-            _current = LinuxBackend()
+            from . import linux
+            # (A checker for Windows or macOS skips linux.py, never used there.)
+            _current = linux.LinuxBackend()  # type: ignore[attr-defined,unused-ignore]
         else:
             from .portable import PortableBackend
             _current = PortableBackend()
     return _current
+
+
+__all__ = ["EVENT_READ", "EVENT_WRITE", "Backend", "backend"]

@@ -13,14 +13,14 @@ import errno
 import os
 import socket
 import stat
-import subprocess
 
 from ..base.report import PyncError
-from . import EVENT_READ, EVENT_WRITE
+from .events import EVENT_READ, EVENT_WRITE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import selectors
+    import subprocess
     from typing import Callable, Optional
 
     from .bridge import ReaderBridge, WriterBridge
@@ -33,6 +33,7 @@ CONNECT_IN_PROGRESS = frozenset({errno.EINPROGRESS,
 _SET_BLOCKING = getattr(os, "set_blocking", None)
 _O_NOCTTY: Optional[int] = getattr(os, "O_NOCTTY", None)
 AF_UNIX: Optional[int] = getattr(socket, "AF_UNIX", None)
+O_BINARY: int = getattr(os, "O_BINARY", 0)  # os.open() flag: no CRLF translation (Windows)
 
 
 class Waiter:
@@ -152,10 +153,10 @@ class Backend:
         """The soft limit on open descriptors, if the platform has one."""
         try:
             import resource
-        except ImportError:
+        except ImportError:  # Windows
             return None
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        return None if soft == resource.RLIM_INFINITY else soft
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)  # type: ignore[attr-defined,unused-ignore]
+        return None if soft == resource.RLIM_INFINITY else soft  # type: ignore[attr-defined,unused-ignore]
 
     def can_wait(self, fd: int, events: int) -> bool:
         """Can this platform's wait take fd directly (else it is bridged)?"""
@@ -236,6 +237,8 @@ class Backend:
     def start_child(self, argv: tuple[str, ...], env: dict[str, str]) -> subprocess.Popen:
         """A child with its stdin and stdout on pipes pync owns; stderr stays
         pync's.  No descriptor of pync's is inherited."""
+        import subprocess
+
         return subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 close_fds=True, env=env)
 
@@ -282,6 +285,8 @@ class Backend:
         POSIX: the descriptor is inherited.  Windows: ``socket.share()``
         for the new process, the bytes sent with its job.
         """
+        import subprocess
+
         share = getattr(conn, "share", None)  # Windows only
         if share is None:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(conn.fileno(),))

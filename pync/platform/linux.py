@@ -29,8 +29,7 @@ import stat
 import struct
 import sys
 
-from . import EVENT_READ, EVENT_WRITE
-from .base import Backend, ProbeSet, Waiter
+from .base import EVENT_READ, EVENT_WRITE, Backend, ProbeSet, Waiter
 
 # Chosen only where select.epoll exists (Linux): never on Windows or macOS,
 # which a type checker for those platforms can skip from here on.
@@ -274,7 +273,10 @@ class LinuxBackend(Backend):
             old = signal.signal(signal.SIGCHLD, lambda *_: callback())
         except ValueError:  # not the main thread (library use): reap as we go
             return lambda: None
-        return lambda: signal.signal(signal.SIGCHLD, old)
+
+        def undo() -> None:
+            signal.signal(signal.SIGCHLD, old)
+        return undo
 
     def terminate(self, pid: int) -> None:
         import signal

@@ -26,8 +26,7 @@ import selectors
 import socket
 import subprocess
 
-from . import EVENT_READ, EVENT_WRITE
-from .base import Backend, ProbeSet, Waiter, is_socket
+from .base import EVENT_READ, EVENT_WRITE, Backend, ProbeSet, Waiter, is_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -217,6 +216,6 @@ class PortableBackend(Backend):
     def binary(self, fd: int) -> None:
         try:
             import msvcrt
-        except ImportError:
+        except ImportError:  # not Windows: no text mode to undo
             return
-        msvcrt.setmode(fd, os.O_BINARY)  # Windows-only names
+        msvcrt.setmode(fd, os.O_BINARY)  # type: ignore[attr-defined,unused-ignore]

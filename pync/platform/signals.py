@@ -36,16 +36,17 @@ class SignalsDeferred:
         import signal
 
         self._old = None
-        mask = getattr(signal, "pthread_sigmask", None)
-        if mask is not None:
-            self._old = mask(signal.SIG_BLOCK, _ending_signals(signal))
+        if hasattr(signal, "pthread_sigmask"):  # POSIX
+            self._old = signal.pthread_sigmask(  # type: ignore[attr-defined,unused-ignore]
+                signal.SIG_BLOCK, _ending_signals(signal))  # type: ignore[attr-defined,unused-ignore]
         return self
 
     def __exit__(self, *exc: object) -> None:
         import signal
 
         if self._old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+            signal.pthread_sigmask(  # type: ignore[attr-defined,unused-ignore]
+                signal.SIG_SETMASK, self._old)  # type: ignore[attr-defined,unused-ignore]
 
 
 def _ending_signals(signal: Any) -> set[int]:

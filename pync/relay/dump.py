@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from ..base.report import PyncError, strerror, write_all
+from ..platform.base import O_BINARY
 from ..protocols.hexdump import HexDumper
 
 TYPE_CHECKING = False
@@ -26,7 +27,7 @@ class SessionDump:
 
     def __init__(self, raw: Optional[str], hexed: Optional[str], append: bool) -> None:
         # Not inherited (PEP 446); untranslated on Windows (O_BINARY).
-        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
+        flags = os.O_WRONLY | os.O_CREAT | O_BINARY
         flags |= os.O_APPEND if append else os.O_TRUNC
         self.raw_fd: Optional[int] = None
         self.hex_fd: Optional[int] = None

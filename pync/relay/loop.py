@@ -295,7 +295,9 @@ class Relay:
             for fd, ev in ready:
                 events[fd] = events.get(fd, 0) | ev
             for d in pending:
-                events[d.src.read_fd] = events.get(d.src.read_fd, 0) | EVENT_READ  # type: ignore[index]
+                src_fd = d.src.read_fd
+                assert src_fd is not None
+                events[src_fd] = events.get(src_fd, 0) | EVENT_READ
             self._read(up, events)
             self._write(up, events)
             self._read(down, events)

@@ -18,7 +18,7 @@ from ..platform import EVENT_READ, EVENT_WRITE, backend
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Any, Callable, Optional
 
     from ..platform.base import Backend
     from ..platform.bridge import ReaderBridge, WriterBridge
@@ -223,7 +223,7 @@ class DatagramStream(Stream):
         self.read_fd = self.write_fd = sock.fileno()
         self.label = label
         self.connected = connected
-        self.peer: Optional[object] = None
+        self.peer: Any = None  # the sender of the last datagram (an address)
         self.accept_from = accept_from  # unconnected: which senders (addresses) are heard
 
     def read_into(self, buf: memoryview) -> int:

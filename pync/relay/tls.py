@@ -197,7 +197,7 @@ class TlsStream(SocketStream):
         try:
             while total < len(buf):
                 try:
-                    n = tls.obj.read(len(buf) - total, buf[total:])
+                    n: int = tls.obj.read(len(buf) - total, buf[total:])  # type: ignore[assignment]
                 except ssl.SSLWantReadError:
                     self._finish_half_close()  # OpenSSL holds nothing unread now
                     if tls.feed_one():
