@@ -22,12 +22,14 @@ from pathlib import Path
 import pytest
 from pynctest import TIMEOUT, Proc
 
+import pync
 from pync.cli.parse import LONG, SHORT, TOS_KEYWORDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPLETIONS = ROOT / "scripts" / "completions"
 PYTHON_FILES = [*sorted(ROOT.glob("pync/**/*.py")), ROOT / "bin" / "pync",
-                ROOT / "scripts" / "build-pyz", ROOT / "scripts" / "gen-completions"]
+                ROOT / "scripts" / "build-pyz", ROOT / "scripts" / "gen-completions",
+                ROOT / "scripts" / "build_backend.py"]
 
 
 def clean_env() -> dict[str, str]:
@@ -143,6 +145,44 @@ def test_pyz_with_other_pythons(pyz, tmp_path, python):
     r = subprocess.run([python, "-c", code, *map(str, PYTHON_FILES)], capture_output=True,
                        text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
+
+
+# -- the pync command in a wheel ----------------------------------------------
+
+@pytest.mark.parametrize("command", ["script", "entry-point"])
+def test_the_wheel_carries_the_command_for_its_platform(tmp_path, command):
+    """Built on POSIX, the wheel's command is bin/pync, the plain script
+    (quick to start); built for Windows (where os.name is "nt", or with
+    PYNC_COMMAND=entry-point) it is a console-script entry point, which pip
+    turns into pync.exe there and into its wrapper script here.  Either
+    way, once installed, ``pync`` runs."""
+    env = clean_env()
+    if command == "entry-point":
+        env["PYNC_COMMAND"] = "entry-point"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                        "-w", str(tmp_path / "dist"), str(ROOT)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = (tmp_path / "dist").glob("pync-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        points = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        declared = zf.read(points[0]).decode() if points else ""
+    assert any(n.endswith(".data/scripts/pync") for n in names)  # for POSIX installs
+    assert ("pync = pync.cli.run:main" in declared) == (command == "entry-point")
+    target = tmp_path / "installed"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--target", str(target), str(wheel)],
+                       capture_output=True, text=True, timeout=300, env=clean_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    script = (target / "bin" / "pync").read_text()
+    if command == "script":
+        assert '"""The pync command.' in script and "import re" not in script
+    else:
+        assert "from pync.cli.run import main" in script  # pip's own wrapper
+    r = subprocess.run([str(target / "bin" / "pync"), "--version"], capture_output=True,
+                       text=True, timeout=TIMEOUT, env={**clean_env(), "PYTHONPATH": str(target)})
+    assert (r.returncode, r.stdout) == (0, f"pync {pync.__version__}\n"), r.stderr
 
 
 # -- shell completions --------------------------------------------------------
