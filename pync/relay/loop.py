@@ -205,6 +205,8 @@ class Relay:
             self.received += len(first_data)
             self._count_net_read()
         self.status = 0
+        self.stdin_done = False  # stdin's end has been acted on (-N, -q)
+        self.answers_telnet = work.telnet is not None
         self.quit_at: Optional[float] = None    # -q deadline
         self.waiter = backend().waiter()
         self.interest: dict[int, int] = {}
@@ -328,8 +330,12 @@ class Relay:
     def _after_io(self) -> None:
         """nc's bookkeeping at the bottom of readwrite()."""
         up, down = self.up, self.down
-        if not up.src_open and up.empty and up.dst_open:
-            up.dst_open = False
+        if not up.src_open and up.empty and up.dst_open and not self.stdin_done:
+            self.stdin_done = True
+            # Without -N the socket stays writable, and -t may still owe the
+            # peer replies: nc's atelnet() writes them whenever they come.
+            if self.cfg.half_close or not self.answers_telnet:
+                up.dst_open = False
             if self.cfg.half_close:
                 self.net.shutdown_write()
             q = self.cfg.quit_after

@@ -120,3 +120,53 @@ def test_a_one_way_bulk_flow_raises_the_mark_then_drops_it(marks):
     raised = [n for n in marks if n > 1]
     assert raised and all(n <= BATCH for n in raised), marks
     assert relay.received >= BATCH_AFTER
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+def test_telnet_replies_still_go_after_stdin_ended(half_close):
+    """``pync -t host port </dev/null``: stdin ends before the server
+    negotiates.  Without -N the socket is still open for writing and the
+    server gets its answers (nc's atelnet() writes them whenever they come);
+    with -N the write side was shut at stdin's end and nothing can go."""
+    from pync.protocols.telnet import TelnetFilter
+    from pync.relay.loop import ByteWork
+
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        ours = socket.create_connection(lsock.getsockname())
+        theirs, _ = lsock.accept()
+    theirs.settimeout(TIMEOUT)
+    in_r, in_w = os.pipe()
+    os.close(in_w)  # stdin at its end from the start
+    out_r, out_w = os.pipe()
+    relay = Relay(StdioStream(in_r, out_w), SocketStream(ours, "net"),
+                  RelayConfig(half_close=half_close), Reporter(io.StringIO()),
+                  work=ByteWork(telnet=TelnetFilter()))
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    try:
+        tick = threading.Event()
+        for _ in range(int(TIMEOUT * 100)):  # bounded: until stdin's end is acted on
+            if relay.stdin_done:
+                break
+            tick.wait(0.01)  # sleep-ok: bounded poll of the relay's state
+        assert relay.stdin_done
+        theirs.sendall(bytes([255, 253, 1]) + b"hi\n")  # IAC DO ECHO, then text
+        assert _read_exactly(out_r, 3) == b"hi\n"
+        theirs.shutdown(socket.SHUT_WR)  # the session ends at the server's close
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+        ours.close()  # as the session's caller does: then the server reads its end
+        replies = b""
+        while True:
+            chunk = theirs.recv(100)
+            if not chunk:
+                break
+            replies += chunk
+        assert replies == (b"" if half_close else bytes([255, 252, 1]))  # IAC WONT ECHO
+    finally:
+        for fd in (in_r, out_r, out_w):
+            os.close(fd)
+        ours.close()
+        theirs.close()
