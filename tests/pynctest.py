@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,16 @@ PYNC = [sys.executable, "-m", "pync"]
 # On PYTHONPATH, its sitecustomize hides Linux's APIs: pync then runs on its
 # portable backend, as on Windows (see tests/portable/sitecustomize.py).
 PORTABLE_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "portable")
+
+
+# What some tests need of the machine they run on (the suite runs on Linux in
+# .ci/run; the GitHub workflow also runs it on macOS and Windows).
+linux_only = pytest.mark.skipif(not hasattr(select, "epoll"),
+                                reason="Linux's own APIs (the linux backend, or hiding them)")
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
+                                reason="reads processes and descriptors from /proc")
+posix_only = pytest.mark.skipif(os.name == "nt",
+                                reason="POSIX signals, terminals or shell tools")
 
 
 def hide_linux_apis(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,12 +31,18 @@ from __future__ import annotations
 import io
 import socket
 import threading
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
 CHUNK = 128 * 1024  # the most a bridge holds in hand, as the relay's own buffers
+# A reader bridge's first moments: what was waiting in the descriptor when
+# the loop started is on its way through the thread.  A loop that would end
+# for another reason (a listener at the network's end) waits this long first,
+# as poll() would have shown it that input at once.
+SETTLE = 0.05
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -54,12 +60,14 @@ class ReaderBridge:
         self.sock, self._far = _pair()
         self._fd = fd
         self._done = done
+        self.settled_at = 0.0  # until then, input already waiting may still come
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"pync-bridge-from-{fd}")
 
     def start(self) -> None:
         """Begin reading the descriptor (once)."""
         if self._thread.ident is None:
+            self.settled_at = time.monotonic() + SETTLE
             self._thread.start()
 
     def _run(self) -> None:

@@ -361,7 +361,8 @@ class Relay:
             return True
         if self.cfg.end_at_local_eof and not up.src_open and up.empty:
             return True
-        return bool(self.cfg.end_at_net_eof and not down.src_open and drained)
+        return bool(self.cfg.end_at_net_eof and not down.src_open and drained
+                    and (not up.src_open or now >= self.local.settled_at()))
 
     def _linger(self, now: float) -> bool:
         """With -q N > 0, nc waits N seconds after the session is over.
@@ -397,6 +398,8 @@ class Relay:
             deadlines.append(self.last_io + self.cfg.idle_timeout)
         if self.meter is not None:
             deadlines.append(self.meter.due)
+        if self.cfg.end_at_net_eof and self.up.src_open and self.local.settled_at() > now:
+            deadlines.append(self.local.settled_at())
         for d in (self.up, self.down):
             if d.batched:
                 deadlines.append(d.read_at + BATCH_WAIT)

@@ -67,6 +67,12 @@ class Stream:
     def start(self) -> None:
         """A loop is about to use this end (a bridge starts reading only now)."""
 
+    def settled_at(self) -> float:
+        """Until this time, input already waiting when the loop started may
+        still be on its way (a bridge's thread): the relay does not end a
+        session for the other side before then.  0: nothing is owed."""
+        return 0.0
+
     def wake_at(self, nbytes: int) -> bool:
         """Have poll() report readable only once nbytes wait (or the end of
         stream, or an error); 1 undoes it.  False where this stream cannot."""
@@ -111,6 +117,9 @@ class FdStream(Stream):
     def start(self) -> None:
         if self._reader is not None:
             self._reader.start()
+
+    def settled_at(self) -> float:
+        return self._reader.settled_at if self._reader is not None else 0.0
 
     def read_into(self, buf: memoryview) -> int:
         if self._reader is not None:

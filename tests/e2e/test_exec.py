@@ -18,6 +18,7 @@ from pynctest import (
     Server,
     children_of,
     connect,
+    needs_proc,
     open_fds,
     pync_cmd,
     recv_all,
@@ -26,7 +27,7 @@ from pynctest import (
     wait_until,
 )
 
-pytestmark = pytest.mark.usefixtures("pync_backend")
+pytestmark = [pytest.mark.usefixtures("pync_backend"), needs_proc]
 
 
 def exchange(port: int, data: bytes) -> bytes:
@@ -140,11 +141,14 @@ def test_child_exit_ends_the_session_even_if_the_peer_stays():
     assert server.wait() == 0
 
 
-def test_no_zombies_or_leaked_descriptors_after_many_connections():
+def test_no_zombies_or_leaked_descriptors_after_many_connections(pync_backend):
     server, port = start_listener("-k", "-e", "cat")
+    # Forked workers are cheap; spawned ones (the portable backend) each
+    # start an interpreter: fewer of them say the same.
+    connections = 200 if pync_backend == "native" else 30
     try:
         base = open_sockets(server.p.pid)
-        for i in range(200):
+        for i in range(connections):
             assert exchange(port, b"%d\n" % i) == b"%d\n" % i
         # Every worker and child is reaped once its session is over
         # (the last worker may still be exiting: wait for it, bounded).

@@ -13,7 +13,9 @@ import subprocess
 import sys
 
 import pytest
-from pynctest import TIMEOUT, hide_linux_apis, run_pync
+from pynctest import TIMEOUT, hide_linux_apis, linux_only, run_pync
+
+pytestmark = linux_only
 
 CHOSEN = "from pync.platform import backend; print(backend().name)"
 HIDDEN = ("import os, select, socket, signal\n"

@@ -10,7 +10,7 @@ import time
 from typing import Optional
 
 import pytest
-from pynctest import TIMEOUT, filtered_port, require_tool, run_pync
+from pynctest import TIMEOUT, filtered_port, needs_proc, require_tool, run_pync
 
 pytestmark = pytest.mark.usefixtures("pync_backend")
 
@@ -115,6 +115,7 @@ def _listening_ports() -> set[int]:
     return found
 
 
+@needs_proc
 def test_long_range_matches_nc_line_for_line(ports):
     """Over 4096 ports the scan is split between processes: nc's output exactly.
 

@@ -18,6 +18,7 @@ from pynctest import (
     connect,
     filtered_port,
     hide_linux_apis,
+    posix_only,
     pync_cmd,
     recv_all,
     require_tool,
@@ -190,6 +191,22 @@ def _feed(proc: subprocess.Popen, data: bytes) -> None:
         proc.stdin.close()
 
 
+def test_listener_sends_what_waits_on_stdin_to_a_client_that_closes_at_once():
+    """``echo hello | pync -l`` and ``pync -N host port </dev/null``: the
+    client half-closes at once, but what was waiting on the listener's stdin
+    when the connection came still goes (on the portable path it comes
+    through a bridge thread just started)."""
+    for _ in range(5):
+        listener, port = start_listener()
+        listener.send(b"hello\n")
+        with connect(port) as s:
+            s.shutdown(socket.SHUT_WR)  # the FIN comes with the connection
+            got = recv_all(s)
+        listener.close_stdin()
+        assert listener.wait() == 0
+        assert got == b"hello\n"
+
+
 def test_half_close_sort():
     def sorter(conn):
         conn.sendall(b"".join(sorted(recv_all(conn).splitlines(keepends=True))))
@@ -220,6 +237,7 @@ def test_without_N_the_write_side_stays_open():
     assert (r.returncode, r.stdout) == (0, b"bye\n")
 
 
+@posix_only
 def test_keep_open_three_clients_in_a_row():
     listener, port = start_listener("-k", stdin=subprocess.DEVNULL)
     for i in range(3):
@@ -405,6 +423,7 @@ def test_stdout_closed_early_is_quiet():
     assert r.stderr == b""
 
 
+@posix_only
 def test_sigint_exits_130_without_traceback():
     listener, _port = start_listener()
     listener.p.send_signal(signal.SIGINT)
@@ -412,6 +431,7 @@ def test_sigint_exits_130_without_traceback():
     assert b"Traceback" not in listener.err
 
 
+@posix_only
 @pytest.mark.native_only
 def test_sigterm_removes_unix_socket(sock_dir):
     path = os.path.join(sock_dir, "t")

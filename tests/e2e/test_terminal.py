@@ -6,9 +6,9 @@ import sys
 
 import pexpect
 import pytest
-from pynctest import TIMEOUT
+from pynctest import TIMEOUT, posix_only
 
-pytestmark = pytest.mark.usefixtures("pync_backend")
+pytestmark = [pytest.mark.usefixtures("pync_backend"), posix_only]
 
 
 def spawn(*args: str) -> pexpect.spawn:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
+import time
 
 import pytest
 
+from pync.base.report import Reporter
 from pync.relay.buffers import MemoryBuffer, PipeBuffer, new_buffer
 from pync.relay.streams import SocketStream, StdioStream
 
@@ -216,6 +219,49 @@ def test_recv_limit_reads_the_same_size_on_either_path(monkeypatch):
             relay.down.buf.close()
     finally:
         for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_a_listener_waits_for_a_bridge_just_started(monkeypatch):
+    """Portable backend, stdin bridged (as on Windows): the peer's EOF comes
+    with the connection, before the bridge's thread has passed on what
+    already waited on stdin.  The listener's session (it ends at the
+    network's end) still sends it: the relay waits for the bridge to settle,
+    as poll() would have shown it that input at once."""
+    import threading
+
+    import pync.platform as platform
+    from pync.platform import bridge
+    from pync.platform.portable import PortableBackend
+    from pync.relay.loop import Relay, RelayConfig
+
+    plat = PortableBackend()
+    plat._sockets_only = True  # bridge the pipe, as Windows' select() must
+    monkeypatch.setattr(platform, "_current", plat)
+    real_start = bridge.ReaderBridge.start
+
+    def slow_start(self):  # a thread the scheduler runs late (10 ms < SETTLE)
+        self.settled_at = time.monotonic() + bridge.SETTLE
+        threading.Timer(0.01, real_start, args=(self,)).start()
+
+    monkeypatch.setattr(bridge.ReaderBridge, "start", slow_start)
+    in_r, in_w = os.pipe()
+    os.write(in_w, b"hello\n")
+    a, b = socket.socketpair()
+    b.shutdown(socket.SHUT_WR)  # the peer is done at once
+    local = StdioStream(in_r, None)
+    try:
+        relay = Relay(local, SocketStream(a, "net"), RelayConfig(end_at_net_eof=True),
+                      Reporter(io.StringIO()))
+        relay.run()
+        a.shutdown(socket.SHUT_WR)
+        b.settimeout(5)
+        assert b.recv(100) == b"hello\n"
+    finally:
+        local.finish(flush=False)
+        for fd in (in_r, in_w):
             os.close(fd)
         a.close()
         b.close()

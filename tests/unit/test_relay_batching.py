@@ -10,11 +10,13 @@ import socket
 import threading
 
 import pytest
-from pynctest import TIMEOUT
+from pynctest import TIMEOUT, linux_only
 
 from pync.base.report import Reporter
 from pync.relay.loop import BATCH, BATCH_AFTER, Relay, RelayConfig
 from pync.relay.streams import SocketStream, StdioStream
+
+pytestmark = linux_only
 
 KiB = 1024
 
