@@ -32,6 +32,16 @@ def pync_backend(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["zero-copy", "copy", "portable"])
+def relay_path(request, monkeypatch):
+    """The relay's three paths, which must all behave alike: zero-copy
+    (splice, sendfile), copying through memory, and the portable backend."""
+    monkeypatch.setenv("PYNC_ZERO_COPY", "1" if request.param == "zero-copy" else "0")
+    if request.param == "portable":
+        hide_linux_apis(monkeypatch)
+    return request.param
+
+
 def pytest_collection_modifyitems(config, items):
     """Portable runs of tests marked native_only are not collected, nor any
     portable run where the native backend is the portable one already

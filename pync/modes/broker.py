@@ -89,7 +89,9 @@ class Broker:
         self.server.setblocking(False)
         self.local.start()
         self.sel.register(self.server, EVENT_READ, None)
-        if self.stdin_fd is not None:
+        if self.stdin_fd is not None and self.stdin_fd in self.local.always_ready:
+            self.stdin_always_ready = True  # a file the platform cannot wait on
+        elif self.stdin_fd is not None:
             try:
                 self.sel.register(self.stdin_fd, EVENT_READ, "stdin")
             except (PermissionError, ValueError):  # a regular file: always readable
@@ -202,6 +204,8 @@ class Broker:
                 self._deliver(b"<server> " + escape_controls(line) + b"\n", to_stdout=False)
         else:
             self._deliver(data, to_stdout=False)
+        if self.local.pending():  # a bridge's queue holds more than one read took
+            self._read_stdin()
 
     def _from_client(self, client: Client, data: bytes) -> None:
         if not self.chat:

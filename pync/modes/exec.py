@@ -83,7 +83,8 @@ class ProcessStream(FdStream):
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
         out_fd, in_fd = stdout.fileno(), stdin.fileno()  # a bridge may close them soon
-        self._attach(out_fd, in_fd, read_done=stdout.close, write_done=stdin.close)
+        self._attach(out_fd, in_fd, read_done=stdout.close, write_done=stdin.close,
+                     blocking_writes=False)
         for fd, bridged in ((out_fd, self._reader), (in_fd, self._writer)):
             if bridged is None:
                 plat.prepare_pipe(fd)  # pync's own pipes: never block the relay

@@ -3,15 +3,15 @@
 On Windows select() waits on sockets only: the console, a pipe (stdin or
 stdout redirected, a child's stdin and stdout) and a file cannot be in the
 relay's wait.  A bridge is one ``socket.socketpair()`` and one small thread:
-the loop uses the near end like any non-blocking socket, the thread copies
-between the far end and the descriptor, at most CHUNK bytes at a time.
+the loop waits on the near end like any non-blocking socket, the thread
+moves the bytes between the descriptor and the loop, at most CHUNK at a time.
 
 * ReaderBridge (descriptor -> loop): from ``start()`` on (not before: a
-  password prompt may need the terminal first), the thread reads a chunk
-  and sends all of it to the far end, which blocks while the loop has not
-  taken what came before (back-pressure: nothing is held but that chunk).  At the
+  password prompt may need the terminal first), the thread reads chunks
+  into a bounded queue in memory and wakes the loop through the socketpair;
+  when the queue is full it waits for the loop (back-pressure).  At the
   descriptor's end (or a read error, a hung-up terminal) the thread closes
-  the far end: the loop reads EOF after the last byte.
+  its end of the pair: the loop reads EOF after the last byte.
 * WriterBridge (loop -> descriptor): the thread receives what the loop sent
   and writes all of it to the descriptor.  When the loop half-closes its
   end, the thread writes what is left, then calls ``done`` (which closes a
@@ -32,12 +32,15 @@ import io
 import socket
 import threading
 import time
+from collections import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Any, Callable, Optional
 
-CHUNK = 128 * 1024  # the most a bridge holds in hand, as the relay's own buffers
+CHUNK = 128 * 1024  # one read or write of a bridge's thread, as the relay's buffers
+QUEUED = 8 * CHUNK  # the most a reader bridge holds before the loop takes it
+SIGNALS_MAX = 256  # more one-byte wake-ups than can wait: one per empty queue filled
 # A reader bridge's first moments: what was waiting in the descriptor when
 # the loop started is on its way through the thread.  A loop that would end
 # for another reason (a listener at the network's end) waits this long first,
@@ -54,13 +57,28 @@ def _pair() -> tuple[socket.socket, socket.socket]:
 
 
 class ReaderBridge:
-    """fd -> socket: the loop reads ``sock``."""
+    """fd -> loop: the loop waits on ``sock`` and calls ``read_into``.
+
+    The thread reads chunks into a queue in memory (at most QUEUED bytes:
+    then it waits for the loop to take some), and tells the loop by one byte
+    on the socketpair when the queue stops being empty; at the descriptor's
+    end it closes its end of the pair.  So the bytes are copied once, from
+    the descriptor to memory, not again through a socket; ``pending()`` says
+    when the queue still holds bytes the socket no longer signals.
+    """
 
     def __init__(self, fd: int, done: Optional[Callable[[], None]] = None) -> None:
         self.sock, self._far = _pair()
         self._fd = fd
         self._done = done
         self.settled_at = 0.0  # until then, input already waiting may still come
+        self._queue: deque[memoryview] = deque()
+        self._free: list[Any] = []  # buffers the loop has emptied, to read into again
+        self._signals = bytearray(SIGNALS_MAX)
+        self._queued = 0
+        self._ended = False    # the thread will add nothing more
+        self._closed = False   # the loop is gone
+        self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"pync-bridge-from-{fd}")
 
@@ -71,28 +89,74 @@ class ReaderBridge:
             self._thread.start()
 
     def _run(self) -> None:
-        far = self._far
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         source = io.FileIO(self._fd, "rb", closefd=False)
+        cond = self._cond
         try:
             while True:
+                with cond:
+                    buf = self._free.pop() if self._free else bytearray(CHUNK)
                 try:
-                    n = source.readinto(view)
+                    n = source.readinto(buf)
                 except OSError:
                     break  # EIO from a hung-up terminal, EBADF: the end
                 if not n:
                     break
-                far.sendall(view[:n])  # blocks while the loop is behind
+                with cond:
+                    while self._queued >= QUEUED and not self._closed:
+                        cond.wait()  # back-pressure: the loop is behind
+                    if self._closed:
+                        return
+                    was_empty = not self._queue
+                    self._queue.append(memoryview(buf)[:n])
+                    self._queued += n
+                if was_empty:
+                    self._far.send(b"\0")  # the loop drains these before reading
         except OSError:
             pass  # the loop closed its end: nobody wants the rest
         finally:
-            far.close()  # the loop reads EOF after what was sent
+            with cond:
+                self._ended = True
+            self._far.close()  # the loop sees its end after the last byte
             if self._done is not None:
                 self._done()
 
+    def read_into(self, buf: memoryview) -> int:
+        """What the queue holds (as much as fits), 0 at the end, else
+        BlockingIOError: a socket's read, for the relay."""
+        ended = False
+        try:  # the signals first: one sent after is not lost
+            ended = not self.sock.recv_into(self._signals)
+        except (BlockingIOError, InterruptedError):
+            pass
+        with self._cond:
+            if self._queue:
+                n = 0
+                while self._queue and n < len(buf):
+                    chunk = self._queue[0]
+                    take = min(len(chunk), len(buf) - n)
+                    buf[n:n + take] = chunk[:take]
+                    n += take
+                    if take == len(chunk):
+                        self._queue.popleft()
+                        self._free.append(chunk.obj)  # its buffer can be read into again
+                    else:
+                        self._queue[0] = chunk[take:]
+                self._queued -= n
+                self._cond.notify()
+                return n
+            if ended and self._ended:
+                return 0
+        raise BlockingIOError
+
+    def pending(self) -> bool:
+        """Bytes in the queue that no signal on the socket announces."""
+        return bool(self._queue)
+
     def close(self, timeout: Optional[float] = 0.0) -> None:
-        """Stop: the thread ends at its next send (or at the descriptor's end)."""
+        """Stop: the thread ends at its next chunk (or at the descriptor's end)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
         self.sock.close()
         if self._thread.ident is None:
             self._far.close()

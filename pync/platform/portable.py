@@ -11,7 +11,7 @@ The relay is the same loop; what changes is how it waits and what it waits on:
   signal machinery writes to (``signal.set_wakeup_fd``): on Windows,
   select() is not interrupted by ^C, and this is what ends it.
 * Bytes are copied through memory (no splice or sendfile); no SO_RCVLOWAT
-  batching and no dialogue spin, which were tuned for Linux's poll().
+  batching (tuned for Linux's poll()).  The dialogue spin stays.
 * ``-l -k -e`` workers are spawned (a new interpreter per connection),
   never forked: fork is missing on Windows and unsafe on macOS once a
   bridge thread runs.  Scans run in one process.
@@ -83,7 +83,14 @@ def _wakeup_socket() -> Optional[socket.socket]:
 
 
 class SelectorWaiter(Waiter):
-    """selectors' default, plus the wake-up socket."""
+    """selectors' default, plus the wake-up socket.
+
+    It spins in a dialogue as Linux's poll does: measured with Linux's APIs
+    hidden, a 1-byte ping-pong through a bridge took 1.2x nc's time without
+    the spin and 1.0x with it.
+    """
+
+    spins = True
 
     def __init__(self) -> None:
         self._sel = selectors.DefaultSelector()

@@ -147,6 +147,10 @@ class Direction:
             self.buf = MemoryBuffer(DATAGRAM_MAX, whole_messages=True)
         else:
             self.buf = new_buffer(src, dst, transform)
+        # Descriptors used without waiting (the platform cannot wait on them,
+        # and they are always ready: see Stream.always_ready).
+        self.read_always = src.read_fd is not None and src.read_fd in src.always_ready
+        self.write_always = dst.write_fd is not None and dst.write_fd in dst.always_ready
         self.paused_until = 0.0  # -i: no writing before this time
         # Sources that never block (non-blocking sockets and pipes, files,
         # splice with SPLICE_F_NONBLOCK) may be read again without a poll.
@@ -210,14 +214,14 @@ class Relay:
         self.quit_at: Optional[float] = None    # -q deadline
         self.waiter = backend().waiter()
         self.interest: dict[int, int] = {}
+        self.always: dict[int, int] = {}  # ready without waiting (Stream.always_ready)
         self.spin = 0.0            # the current spin window (s)
         # A dialogue: the last read was small and went the other way from
         # the one before it (last_read: the direction read last).
         self.dialogue = False
         self.last_read: Optional[Direction] = None
         # Directions whose source may hold bytes poll() cannot see (TLS).
-        self.may_pend = [d for d in (self.up, self.down)
-                         if type(d.src).pending is not Stream.pending]
+        self.may_pend = [d for d in (self.up, self.down) if d.src.holds_bytes]
 
     def _set_processing(self, work: ByteWork) -> None:
         """Give each direction that must see its bytes a ``process`` step."""
@@ -281,7 +285,7 @@ class Relay:
             # A TLS end may hold decrypted bytes poll() cannot see.
             pending = [d for d in self.may_pend if d.src_open and d.src.pending()
                        and self._read_room(d) and d.src.read_fd is not None]
-            if pending:
+            if pending or self.always:
                 timeout = 0.0
             if self.interest:
                 ready = self._poll(timeout)
@@ -290,10 +294,10 @@ class Relay:
             else:
                 backend().sleep(timeout)
                 ready = []
-            if not ready and not pending:
+            if not ready and not pending and not self.always:
                 continue
             self.last_io = time.monotonic()
-            events: dict[int, int] = {}
+            events: dict[int, int] = dict(self.always)
             for fd, ev in ready:
                 events[fd] = events.get(fd, 0) | ev
             for d in pending:
@@ -410,13 +414,17 @@ class Relay:
     # -- interest ---------------------------------------------------------
     def _set_interest(self) -> None:
         want: dict[int, int] = {}
+        always = self.always
+        always.clear()
         now = time.monotonic()
         for d in (self.up, self.down):
             if d.src_open and self._read_room(d) and d.src.read_fd is not None:
-                want[d.src.read_fd] = want.get(d.src.read_fd, 0) | EVENT_READ
+                into = always if d.read_always else want
+                into[d.src.read_fd] = into.get(d.src.read_fd, 0) | EVENT_READ
             if (d.dst_open and not d.empty and d.dst.write_fd is not None
                     and d.paused_until <= now and d.dst.can_write()):
-                want[d.dst.write_fd] = want.get(d.dst.write_fd, 0) | EVENT_WRITE
+                into = always if d.write_always else want
+                into[d.dst.write_fd] = into.get(d.dst.write_fd, 0) | EVENT_WRITE
         if want == self.interest:
             return
         for fd in self.interest:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 
 from ..platform import EVENT_READ, EVENT_WRITE, backend
 
@@ -37,10 +38,18 @@ class Stream:
     datagram: bool = False
     # A read never blocks: it raises BlockingIOError when nothing is there.
     nonblocking: bool = False
+    # Descriptors of this end the platform cannot wait on but that are always
+    # ready (a regular file to read; stdout on Windows, written as nc writes
+    # it, blocking): the relay uses them without waiting.
+    always_ready: frozenset[int] = frozenset()
 
     def can_write(self) -> bool:
         """False while a write has nowhere to go (no datagram peer yet)."""
         return True
+
+    # Bytes may wait here that the descriptor no longer signals (TLS records
+    # decrypted, a bridge's queue): the relay asks ``pending()`` each round.
+    holds_bytes: bool = False
 
     def pending(self) -> bool:
         """Bytes already read from the descriptor but not yet returned (TLS)."""
@@ -83,10 +92,12 @@ class FdStream(Stream):
     """A Stream on plain descriptors (pipes, files, terminals).
 
     Where the platform's wait cannot take a descriptor (on Windows anything
-    but a socket), that side goes through a bridge (platform/bridge.py): the
-    relay then reads or writes the bridge's socket, and a thread the
-    descriptor.  ``source_fd`` and ``sink_fd`` are the descriptors
-    themselves, bridged or not.
+    but a socket), a regular file is read as it is (always ready), stdout is
+    written as it is (blocking, as nc writes it, and as pync does on Linux
+    when the reader is slow), and any other descriptor goes through a bridge
+    (platform/bridge.py): the relay then reads or writes the bridge's
+    socket, and a thread the descriptor.  ``source_fd`` and ``sink_fd`` are
+    the descriptors themselves, bridged or not.
     """
 
     source_fd: Optional[int] = None
@@ -97,22 +108,34 @@ class FdStream(Stream):
 
     def _attach(self, read_fd: Optional[int], write_fd: Optional[int],
                 read_done: Optional[Callable[[], None]] = None,
-                write_done: Optional[Callable[[], None]] = None) -> None:
-        """Use these descriptors, through bridges where they cannot be waited on."""
+                write_done: Optional[Callable[[], None]] = None,
+                blocking_writes: bool = True) -> None:
+        """Use these descriptors, through bridges where they cannot be waited
+        on (``blocking_writes``: a write may block, as stdout's may; a
+        child's stdin must not, it may never be read)."""
         plat = self._plat = backend()
         self.source_fd, self.sink_fd = read_fd, write_fd
         self.read_fd, self.write_fd = read_fd, write_fd
+        ready = set()
         if read_fd is not None and not plat.can_wait(read_fd, EVENT_READ):
             plat.binary(read_fd)
-            self._reader = plat.reader_bridge(read_fd, read_done)
-            self.read_fd = self._reader.sock.fileno()
-            self.nonblocking = True
+            if _regular_file(read_fd):
+                ready.add(read_fd)
+            else:
+                self._reader = plat.reader_bridge(read_fd, read_done)
+                self.read_fd = self._reader.sock.fileno()
+                self.nonblocking = True
+                self.holds_bytes = True
             self.zero_copy = False
         if write_fd is not None and not plat.can_wait(write_fd, EVENT_WRITE):
             plat.binary(write_fd)
-            self._writer = plat.writer_bridge(write_fd, write_done)
-            self.write_fd = self._writer.sock.fileno()
+            if blocking_writes:
+                ready.add(write_fd)
+            else:
+                self._writer = plat.writer_bridge(write_fd, write_done)
+                self.write_fd = self._writer.sock.fileno()
             self.zero_copy = False
+        self.always_ready = frozenset(ready)
 
     def start(self) -> None:
         if self._reader is not None:
@@ -123,9 +146,12 @@ class FdStream(Stream):
 
     def read_into(self, buf: memoryview) -> int:
         if self._reader is not None:
-            return self._reader.sock.recv_into(buf)
+            return self._reader.read_into(buf)
         assert self.read_fd is not None
         return self._plat.read_into(self.read_fd, buf)
+
+    def pending(self) -> bool:
+        return self._reader is not None and self._reader.pending()
 
     def write(self, data: memoryview) -> int:
         if self._writer is not None:
@@ -264,6 +290,13 @@ class DatagramStream(Stream):
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:

@@ -170,6 +170,7 @@ class TlsStream(SocketStream):
     """
 
     zero_copy = False
+    holds_bytes = True
 
     def wake_at(self, nbytes: int) -> bool:
         return False  # records and pending(): the relay must see each one

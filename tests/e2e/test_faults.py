@@ -12,12 +12,6 @@ import pytest
 from pynctest import TIMEOUT, Proc, Server, pync_cmd, run_pync, start_listener
 
 
-@pytest.fixture(params=["zero-copy", "copy"])
-def relay_path(request, monkeypatch):
-    monkeypatch.setenv("PYNC_ZERO_COPY", "1" if request.param == "zero-copy" else "0")
-    return request.param
-
-
 def test_tcp_urgent_data_loses_nothing_after_it(relay_path):
     """splice() stops at the urgent mark; the bytes after it still arrive."""
     listener, port = start_listener()  # stdout is a pipe: the splice path

@@ -17,7 +17,6 @@ from pynctest import (
     Server,
     connect,
     filtered_port,
-    hide_linux_apis,
     posix_only,
     pync_cmd,
     recv_all,
@@ -29,15 +28,9 @@ from pynctest import (
 MiB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True, params=["zero-copy", "copy", "portable"])
-def relay_path(request, monkeypatch):
-    """Every session here runs three times: on the zero-copy (splice) path,
-    on the copying path, and on the portable backend (Linux's APIs hidden,
-    as on Windows: see tests/conftest.py), which must all behave alike."""
-    monkeypatch.setenv("PYNC_ZERO_COPY", "1" if request.param == "zero-copy" else "0")
-    if request.param == "portable":
-        hide_linux_apis(monkeypatch)
-    return request.param
+# Every session here runs three times: on the zero-copy (splice) path, on
+# the copying path, and on the portable backend (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("relay_path")
 
 
 def sha(data: bytes) -> str:
