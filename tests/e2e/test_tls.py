@@ -238,7 +238,8 @@ def test_temporary_certificate_can_be_pinned():
 
 
 def test_temporary_certificate_is_one_for_all_exec_sessions():
-    """-k -c: sessions run in forked workers, but under one certificate."""
+    """-k -c: sessions run in workers of their own (forked, or spawned on the
+    portable backend, which are handed the certificate), but under one."""
     listener, port = start_listener("-k", "--ssl", "-c", "cat", stdin=subprocess.DEVNULL)
     seen = []
     try:
