@@ -113,6 +113,30 @@ class UsageError(PyncError):
         super().__init__("", show_usage=True)
 
 
+# Windows' socket errors (WSAE*, which Python reports as their errno) in the
+# words of the C library nc uses: its own strerror() knows none of them.
+_WSA_TEXT = {
+    10004: "Interrupted system call", 10013: "Permission denied",
+    10022: "Invalid argument", 10024: "Too many open files",
+    10035: "Resource temporarily unavailable", 10036: "Operation now in progress",
+    10040: "Message too long", 10048: "Address already in use",
+    10049: "Cannot assign requested address", 10050: "Network is down",
+    10051: "Network is unreachable", 10052: "Network dropped connection on reset",
+    10053: "Software caused connection abort", 10054: "Connection reset by peer",
+    10055: "No buffer space available", 10057: "Transport endpoint is not connected",
+    10060: "Connection timed out", 10061: "Connection refused",
+    10064: "Host is down", 10065: "No route to host",
+}
+
+
+def errno_text(code: int) -> str:
+    """os.strerror(code), in the C library's words also for Windows' socket errors."""
+    text = os.strerror(code)
+    if code in _WSA_TEXT and text.startswith("Unknown error"):
+        return _WSA_TEXT[code]
+    return text
+
+
 def strerror(exc: BaseException) -> str:
     """The C library's text for an OSError (what nc's err() prints).
 
@@ -121,7 +145,7 @@ def strerror(exc: BaseException) -> str:
     if isinstance(exc, ValueError):
         return os.strerror(22)
     if isinstance(exc, OSError) and exc.errno is not None:
-        return os.strerror(exc.errno)
+        return errno_text(exc.errno)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)

@@ -15,11 +15,10 @@ leaving, resetting or sending garbage never ends the broker.
 from __future__ import annotations
 
 import errno
-import os
 import socket
 
 from ..base.options import Options
-from ..base.report import Reporter
+from ..base.report import Reporter, errno_text
 from ..net.addr import describe_peer, peer_ip
 from ..platform import EVENT_READ, EVENT_WRITE, backend
 from ..relay.streams import FdStream
@@ -175,7 +174,7 @@ class Broker:
             except (BlockingIOError, InterruptedError):
                 data = None
             except OSError as exc:
-                self._drop(client, os.strerror(exc.errno or errno.EIO))
+                self._drop(client, errno_text(exc.errno or errno.EIO))
                 return
             if data == b"":
                 self._drop(client)
@@ -249,7 +248,7 @@ class Broker:
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:
-            self._drop(client, os.strerror(exc.errno or errno.EIO))
+            self._drop(client, errno_text(exc.errno or errno.EIO))
             return
         del client.out[:n]
         events = EVENT_READ | (EVENT_WRITE if client.out else 0)

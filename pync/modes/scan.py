@@ -27,7 +27,7 @@ import time
 from collections import deque
 
 from ..base.options import Options
-from ..base.report import PyncError, Reporter, strerror
+from ..base.report import PyncError, Reporter, errno_text, strerror
 from ..net import sockopts
 from ..net.addr import (
     AddrInfo,
@@ -50,6 +50,9 @@ PARALLEL_MIN = 4096   # ports; below this one process is quicker than forking
 MAX_WORKERS = 4
 TIMED_OUT = "timed out"
 OPEN_FILTERED = "open|filtered"
+# A UDP probe's ICMP port unreachable: ECONNREFUSED, or on Windows
+# WSAECONNRESET (as errno 10054).
+UDP_REFUSED = frozenset({errno.ECONNREFUSED, 10054})
 
 
 class Probe:
@@ -117,7 +120,7 @@ class Scanner:
                         if exc.errno in (errno.EMFILE, errno.ENFILE) and self.by_fd:
                             self.window = len(self.by_fd)  # out of descriptors
                             break
-                        raise PyncError(os.strerror(exc.errno or 0)) from None
+                        raise PyncError(errno_text(exc.errno or 0)) from None
                     next_start += 1
                     last_start = now
                 while next_print < len(probes) and probes[next_print].done:
@@ -190,7 +193,7 @@ class Scanner:
                 probe.outcomes.append((probe.ip, None))
                 probe.open = probe.done = True
                 return
-            probe.outcomes.append((probe.ip, os.strerror(err)))
+            probe.outcomes.append((probe.ip, errno_text(err)))
         probe.done = True
 
     def _send_probe(self, sock: socket.socket) -> int:
@@ -213,14 +216,17 @@ class Scanner:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self._outcome(probe, os.strerror(exc.errno or errno.EIO))
+                code = exc.errno or errno.EIO
+                if code in UDP_REFUSED:
+                    code = errno.ECONNREFUSED  # Windows says "reset" for ICMP unreachable
+                self._outcome(probe, errno_text(code))
                 return
             self._outcome(probe, None)
             return
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if not err and _connected_to_itself(sock):
             err = errno.ECONNREFUSED
-        self._outcome(probe, os.strerror(err) if err else None)
+        self._outcome(probe, errno_text(err) if err else None)
 
     def _expired(self, probe: Probe) -> None:
         # UDP silence: the datagram may have arrived, or been dropped.
@@ -236,7 +242,7 @@ class Scanner:
             try:
                 self._start(probe, time.monotonic())
             except OSError as exc:  # out of descriptors for the next address
-                probe.outcomes.append((probe.ip, os.strerror(exc.errno or errno.EIO)))
+                probe.outcomes.append((probe.ip, errno_text(exc.errno or errno.EIO)))
                 probe.done = True
         else:
             probe.done = True

@@ -142,3 +142,17 @@ def test_interpret_md5sig_without_terminal():
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 1
     assert r.stderr == b"pync: Unable to read TCP MD5SIG password\n"
+
+
+def test_windows_socket_errors_read_as_the_c_library_words():
+    """Python reports Windows' socket errors with their WSAE* numbers, which
+    no C library's strerror() knows: pync says what nc would on Linux."""
+    import errno
+
+    from pync.base.report import errno_text, strerror
+
+    assert errno_text(10061) == "Connection refused"  # WSAECONNREFUSED
+    assert errno_text(10060) == "Connection timed out"
+    assert strerror(OSError(10054, "An existing connection was forcibly closed")) \
+        == "Connection reset by peer"
+    assert errno_text(errno.ECONNREFUSED) == "Connection refused"  # the platform's own
