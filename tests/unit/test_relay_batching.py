@@ -10,7 +10,7 @@ import socket
 import threading
 
 import pytest
-from pynctest import TIMEOUT, linux_only
+from pynctest import TIMEOUT, linux_only, recv_all
 
 from pync.base.report import Reporter
 from pync.relay.loop import BATCH, BATCH_AFTER, Relay, RelayConfig
@@ -160,12 +160,7 @@ def test_telnet_replies_still_go_after_stdin_ended(half_close):
         thread.join(TIMEOUT)
         assert not thread.is_alive()
         ours.close()  # as the session's caller does: then the server reads its end
-        replies = b""
-        while True:
-            chunk = theirs.recv(100)
-            if not chunk:
-                break
-            replies += chunk
+        replies = recv_all(theirs)
         assert replies == (b"" if half_close else bytes([255, 252, 1]))  # IAC WONT ECHO
     finally:
         for fd in (in_r, out_r, out_w):
