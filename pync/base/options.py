@@ -78,6 +78,18 @@ class Options(Record):
     ssl_ciphers: Optional[str] = None     # --ssl-ciphers OpenSSL cipher list
     progress: Optional[str] = None        # --progress: "auto" (on a terminal) or "force"
     ssl_pin: Optional[str] = None         # --ssl-pin sha256:HEX (lower-case hex, no colons)
+    forward: Optional[str] = None         # -L [addr:]port (or a socket path): forward to host port
+
+    @property
+    def proxy_server(self) -> bool:
+        """-l with -X and no -x: pync is the proxy (HTTP, SOCKS5, SOCKS4)."""
+        return self.listen and self.proxy_type is not None and self.proxy is None
+
+    @property
+    def serves_many(self) -> bool:
+        """-L or the proxy server: many clients at once, each joined to a new
+        connection, in one loop; no stdin or stdout."""
+        return bool(self.forward) or self.proxy_server
 
     @property
     def brokering(self) -> bool:
@@ -122,9 +134,13 @@ def check_rules(opts: Options) -> None:
     """Reject flag combinations nc rejects, with nc's words."""
     if opts.listen and opts.zero_io:
         raise PyncError("cannot use -z and -l")
-    if opts.keep_open and not opts.listen:
+    if opts.forward and opts.listen:
+        raise PyncError("cannot use -L and -l")
+    if opts.forward and opts.zero_io:
+        raise PyncError("cannot use -L and -z")
+    if opts.keep_open and not (opts.listen or opts.forward):
         raise PyncError("must use -l with -k")
-    if opts.listen and (opts.proxy or opts.proxy_type):
+    if opts.listen and opts.proxy:
         raise PyncError("no proxy support for listen")
     if opts.unix and (opts.proxy or opts.proxy_type):
         raise PyncError("no proxy support for unix sockets")
@@ -140,7 +156,33 @@ def check_rules(opts: Options) -> None:
         raise PyncError("cannot use --broker or --chat with -u")
     if opts.send_only and opts.recv_only:
         raise PyncError("cannot use --send-only and --recv-only")
+    if opts.serves_many:
+        _check_serving_rules(opts)
     _check_power_rules(opts)
+
+
+# What the forwarder and the proxy server do not do: they join two
+# connections and never look at the bytes, nor at stdin and stdout.
+_NOT_SERVING = (("exec_argv", "-e/-c"), ("brokering", "--broker or --chat"), ("fd_pass", "-F"),
+                ("crlf", "-C"), ("telnet", "-t"), ("interval", "-i"), ("recv_limit", "-W"),
+                ("output", "-o"), ("hex_dump", "--hex-dump"), ("send_only", "--send-only"),
+                ("recv_only", "--recv-only"), ("progress", "--progress"))
+
+
+def _check_serving_rules(opts: Options) -> None:
+    """-L and the proxy server (-l -X): what they cannot be combined with."""
+    what = "-L" if opts.forward else "a proxy server (-l -X)"
+    for field, flag in _NOT_SERVING:
+        if getattr(opts, field):
+            raise PyncError(f"cannot use {flag} with {what}")
+    if opts.forward and opts.udp and opts.unix:
+        raise PyncError("cannot use -U with -L -u: datagrams go to a host and port")
+    if opts.proxy_server:
+        if opts.udp:
+            raise PyncError("a proxy server (-l -X) speaks TCP: not with -u")
+        if opts.proxy_user is not None and opts.proxy_type == "4":
+            raise PyncError("SOCKS4 carries no password: a proxy server with "
+                            "--proxy-auth needs -X 5 or -X connect")
 
 
 def _check_power_rules(opts: Options) -> None:
@@ -161,8 +203,8 @@ def _check_power_rules(opts: Options) -> None:
             raise PyncError("cannot use --ssl with --broker or --chat")
         if opts.fd_pass and not opts.listen:
             raise PyncError("cannot use --ssl with -F")
-        if opts.listen and (opts.ssl_pin or opts.ssl_servername):
-            raise PyncError("--ssl-pin and --ssl-servername check a server: not with -l")
+        if (opts.listen or opts.forward) and (opts.ssl_pin or opts.ssl_servername):
+            raise PyncError("--ssl-pin and --ssl-servername check a server: not with -l or -L")
         if opts.ssl_key and not opts.ssl_cert:
             raise PyncError("--ssl-key needs --ssl-cert")
     if opts.output or opts.hex_dump:

@@ -38,6 +38,8 @@ HELP_SUMMARY = """\
 		-I length	TCP receive buffer length (--recv-buf)
 		-i interval	Delay interval for lines sent, ports scanned (--interval, --delay)
 		-k		Keep inbound sockets open for multiple connects (--keep-open)
+		-L [addr:]port	Forward: listen there, join each client to
+				destination port, many at once (--local)
 		-l		Listen mode, for inbound connects (--listen)
 		-M ttl		Outgoing TTL / Hop Limit (--ttl)
 		-m minttl	Minimum incoming TTL / Hop Limit (--min-ttl)
@@ -59,7 +61,8 @@ HELP_SUMMARY = """\
 		-v		Verbose (--verbose)
 		-W recvlimit	Terminate after receiving a number of packets (--recv-limit)
 		-w timeout	Timeout for connects and final net reads (--wait)
-		-X proto	Proxy protocol: "4", "5" (SOCKS) or "connect" (--proxy-type)
+		-X proto	Proxy protocol: "4", "5" (SOCKS) or "connect" (--proxy-type);
+				with -l and no -x: be that proxy (HTTP, SOCKS)
 		-x addr[:port]	Specify proxy address and port (--proxy)
 		-Z		DCCP mode (--dccp)
 		-z		Zero-I/O mode [used for scanning] (--zero)
@@ -76,7 +79,8 @@ HELP_SUMMARY = """\
 		--hex-dump file	Record both directions as a hex dump in file
 		--append-output	Append to the -o/--hex-dump files, not truncate
 		--proxy-auth u[:p]	Proxy user (and password: better from the
-				environment, PYNC_PROXY_PASSWORD, or the prompt)
+				environment, PYNC_PROXY_PASSWORD, or the prompt);
+				with -l -X: what clients must give
 		--proxy-dns how	local or remote: who resolves the destination
 		--ssl		Use TLS (verifies the server by default)
 		--ssl-cert file	Certificate (PEM): the server's, or a client's
@@ -241,6 +245,22 @@ class Reporter:
         """A peer refused by --allow/--deny or --max-conns, under -v."""
         if self.verbose:
             self.warn(f"new connection denied: {why}")
+
+    # -- forwarder and proxy server ---------------------------------------
+    def client_failed(self, where: str, why: str) -> None:
+        """A client that was dropped before its tunnel opened, under -v."""
+        if self.verbose:
+            self.warn(f"{where}: {why}")
+
+    def pair_ended(self, where: str, why: str, sent: int, received: int,
+                   seconds: Optional[float]) -> None:
+        """``Connection from H P closed`` (or reset, timed out) under -v;
+        the bytes each way under -vv."""
+        if self.verbose:
+            self.line(f"Connection from {where} {why}")
+        if self.verbose >= 2:
+            took = f" in {seconds:.2f} seconds" if seconds is not None else ""
+            self.warn(f"{where}: {sent} bytes forwarded, {received} bytes returned{took}")
 
     # -- relay -----------------------------------------------------------
     def summary(self, sent: int, received: int, seconds: float) -> None:

@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     pass
 
-SHORT = "46bCc:Dde:FhI:i:klM:m:NnO:o:P:p:q:rSs:T:tUuV:vW:w:X:x:Zz"
+SHORT = "46bCc:Dde:FhI:i:kL:lM:m:NnO:o:P:p:q:rSs:T:tUuV:vW:w:X:x:Zz"
 
 # long name -> short letter; a trailing "=" marks options that take a value.
 LONG: dict[str, str] = {
@@ -35,8 +35,8 @@ LONG: dict[str, str] = {
     "tos=": "T", "telnet": "t", "unixsock": "U", "udp": "u",
     "rtable=": "V", "verbose": "v", "recv-limit=": "W", "wait=": "w",
     "proxy-type=": "X", "proxy=": "x", "dccp": "Z", "zero": "z",
-    # ncat's letters and names for what OpenBSD nc lacks:
-    "exec=": "e", "sh-exec=": "c", "output=": "o",
+    # ncat's letters and names for what OpenBSD nc lacks (-L: pwncat's):
+    "exec=": "e", "sh-exec=": "c", "output=": "o", "local=": "L",
     # long options of pync's own (ncat's names), without a short letter:
     "version": "", "udp-probe=": "", "broker": "", "chat": "", "allow=": "",
     "allowfile=": "", "deny=": "", "denyfile=": "", "max-conns=": "",
@@ -276,6 +276,11 @@ def _value_option(letter: str, val: str, kw: dict[str, object]) -> None:
         kw["exec_argv"] = backend().shell_argv(val)
     elif letter == "o":
         kw["output"] = val
+    elif letter == "L":
+        from ..net.addr import is_socket_path, split_local
+        if not is_socket_path(val):
+            split_local(val)  # nc-style words for a bad port, now
+        kw["forward"] = val
 
 
 def _split_command(text: str) -> tuple[str, ...]:
@@ -329,6 +334,8 @@ def _positional(args: list[str], kw: dict[str, object]) -> None:
     if listen and (len(args) > 2 or kw.get("source_port") or kw.get("source_addr")):
         raise UsageError()
     kw["host"] = args[0]
+    if kw.get("forward") and len(args) != 2:
+        raise PyncError("-L forwards to one destination port")
 
 
 def _with_ports(opts: Options, args: list[str]) -> Options:
@@ -346,4 +353,6 @@ def _with_ports(opts: Options, args: list[str]) -> Options:
     ports = parse_ports(args[1:], proto)
     if opts.source_port is not None:
         parse_port(opts.source_port, proto, low=0)
+    if opts.forward and len(ports) != 1:
+        raise PyncError("-L forwards to one destination port")
     return replace(opts, ports=tuple(ports))

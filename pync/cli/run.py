@@ -52,7 +52,7 @@ def run(argv: list[str], *, stdin: Union[bytes, IO[Any], None] = None,
             install_signal_handlers()
         # Only what a mode will read is opened: a bridge (platform/bridge.py)
         # would start reading stdin at once.
-        local = not (opts.exec_argv or opts.zero_io)
+        local = not (opts.exec_argv or opts.zero_io or opts.serves_many)
         reads = local and not (opts.no_stdin or opts.recv_only)
         return _run_mode(opts, report, io.in_fd() if reads else None,
                          io.out_fd if local else None, argv)
@@ -70,6 +70,12 @@ def _run_mode(opts: Options, report: Reporter, in_fd: Optional[int],
     def mode(kits: list[SessionKit]) -> int:
         if opts.zero_io:
             return run_scan(opts, report)
+        if opts.forward:
+            from ..modes.forward import run_forward
+            return run_forward(opts, report)
+        if opts.proxy_server:
+            from ..modes.proxying import run_proxy_server
+            return run_proxy_server(opts, report)
         stdio = StdioStream(in_fd, out_fd)
         try:
             kits.append(SessionKit(stdio, opts, report, argv))

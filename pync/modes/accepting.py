@@ -14,13 +14,18 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 
 from ..base.report import Reporter
+from ..net.addr import describe_peer, peer_ip
 from ..platform import EVENT_READ, backend
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
+
+    from ..relay.hub import Hub
+    from .access import AccessList
 
 EXHAUSTED = (errno.EMFILE, errno.ENFILE)
 # The client gave up before accept() took it, or a transient kernel error.
@@ -95,3 +100,59 @@ class Acceptor:
         if self.spare is not None:
             os.close(self.spare)
             self.spare = None
+
+
+class HubListener:
+    """A listening socket in the hub's loop (the forwarder's, the proxy
+    server's): every waiting connection is taken at once; those that
+    --allow/--deny or --max-conns refuse are closed (said under -v), the
+    others handed to ``on_client(sock, where)``.  Out of descriptors, the
+    listener rests PAUSE seconds rather than spin."""
+
+    PAUSE = 0.1
+
+    def __init__(self, hub: Hub, server: socket.socket, report: Reporter, access: AccessList,
+                 limit: Optional[int], busy: Callable[[], int],
+                 on_client: Callable[[socket.socket, str], None],
+                 numeric: bool, unix_path: Optional[str] = None) -> None:
+        self.hub = hub
+        self.server = server
+        self.report = report
+        self.access = access
+        self.limit = limit
+        self.busy = busy  # clients being served now
+        self.on_client = on_client
+        self.numeric = numeric
+        self.unix_path = unix_path
+        self.acceptor = Acceptor(server, report)
+        hub.watch(server.fileno(), EVENT_READ, self)
+
+    def on_ready(self, fd: Optional[int], events: int) -> None:
+        while True:
+            got = self.acceptor.accept()
+            if got is None:
+                if self.acceptor.starved:
+                    self.hub.watch(self.server.fileno(), 0, self)
+                    self.hub.call_at(time.monotonic() + self.PAUSE, self._resume)
+                return
+            sock, peer = got
+            ip = peer_ip(peer)
+            if not self.access.permits(ip):
+                sock.close()
+                self.report.denied(f"not allowed ({ip})")
+                continue
+            if self.limit is not None and self.busy() >= self.limit:
+                sock.close()
+                self.report.denied(f"connection limit reached ({self.limit})")
+                continue
+            where = describe_peer(peer, self.numeric, self.unix_path)
+            self.report.received(where)
+            sock.setblocking(False)
+            self.on_client(sock, where)
+
+    def _resume(self) -> None:
+        self.hub.watch(self.server.fileno(), EVENT_READ, self)
+
+    def close(self) -> None:
+        self.hub.forget(self.server.fileno())
+        self.acceptor.close()

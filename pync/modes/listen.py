@@ -54,9 +54,10 @@ def run_listen(opts: Options, kit: SessionKit, report: Reporter) -> int:
     try:
         with SignalsDeferred():  # a signal now comes after cleanup is armed
             if opts.unix:
-                server, cleanup = _unix_listener(opts)
+                assert opts.unix_path is not None
+                server, cleanup = unix_listener(opts.unix_path, opts.udp, _backlog(opts))
             else:
-                server = _inet_listener(opts, report)
+                server = inet_listener(opts, report, opts.host, opts.ports[0], _backlog(opts))
         if opts.unix:
             # Said only once inside the try: a signal that follows the
             # message finds the socket file's cleanup armed.
@@ -188,20 +189,21 @@ def _datagram_session(server: socket.socket, opts: Options, kit: SessionKit,
                          connected=connected, first_data=data)
 
 
-def _inet_listener(opts: Options, report: Reporter) -> socket.socket:
-    """Bind the first address that works for [host] port (and listen, for TCP)."""
-    port = str(opts.ports[0])
+def inet_listener(opts: Options, report: Reporter, host: Optional[str], port: int,
+                  backlog: int) -> socket.socket:
+    """Bind the first address that works for [host] port (and listen, for
+    TCP), with the socket options asked for; say where under -v."""
     md5_key = sockopts.read_md5_password() if opts.md5sig else None
     last_error: Optional[OSError] = None
     for family, socktype, proto, _, sockaddr in resolve_local(
-            opts.host, port, opts.family, opts.socktype, opts.numeric):
+            host, str(port), opts.family, opts.socktype, opts.numeric):
         sock = new_socket(family, socktype, IPPROTO_DCCP if opts.dccp else proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sockopts.apply(sock, family, opts, md5_key)
             sock.bind(sockaddr)
             if not opts.udp:
-                sock.listen(_backlog(opts))
+                sock.listen(backlog)
         except PyncError:
             sock.close()
             raise
@@ -219,20 +221,19 @@ def _inet_listener(opts: Options, report: Reporter) -> socket.socket:
     raise PyncError(strerror(last_error) if last_error else "no address to listen on")
 
 
-def _unix_listener(opts: Options) -> tuple[socket.socket, Optional[SocketFile]]:
+def unix_listener(path: str, udp: bool, backlog: int
+                  ) -> tuple[socket.socket, Optional[SocketFile]]:
     """-lU path: bind a UNIX socket (stream, or datagram with -u)."""
-    path = opts.unix_path
-    assert path is not None
     assert AF_UNIX is not None  # -U was refused where there is none
-    sock = socket.socket(AF_UNIX, socket.SOCK_DGRAM if opts.udp else socket.SOCK_STREAM)
+    sock = socket.socket(AF_UNIX, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
         created = bind_unix(sock, path)
     except PyncError:
         sock.close()
         raise
     try:
-        if not opts.udp:
-            sock.listen(_backlog(opts))
+        if not udp:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
         if created:

@@ -28,7 +28,6 @@ import time
 
 from ..base.options import Options
 from ..base.report import PyncError, Reporter, strerror
-from ..platform import EVENT_READ
 from ..platform.base import O_BINARY
 from ..relay.tls import HANDSHAKE_TIMEOUT, TlsSession, TlsStream, reason, wait_fd
 
@@ -169,9 +168,31 @@ def handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
     """Complete the handshake over sock (bounded by -w, else 30 s).
 
     ``received``: bytes already read from sock.  Checks --ssl-pin, prints
-    what was agreed under -v, and turns every
-    failure into one PyncError line.
+    what was agreed under -v, and turns every failure into one PyncError
+    line.  (A loop of many connections drives it step by step instead:
+    begin_handshake, TlsSession.advance_handshake, finish_handshake.)
     """
+    tls = begin_handshake(sock, ctx, opts, server_side, server_name, received)
+    deadline = time.monotonic() + (float(opts.wait) if opts.wait else HANDSHAKE_TIMEOUT)
+    try:
+        while True:
+            wait = tls.advance_handshake()
+            if not wait:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")
+            wait_fd(tls.sock, wait, left)
+    except (OSError, ssl.SSLError) as exc:
+        raise handshake_failed(tls, exc) from None
+    finish_handshake(tls, opts, report, server_side)
+    return tls
+
+
+def begin_handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
+                    server_side: bool, server_name: Optional[str] = None,
+                    received: bytes = b"") -> TlsSession:
+    """A TLS session over sock (made non-blocking), its handshake not begun."""
     name = None if server_side else (opts.ssl_servername or server_name)
     if not server_side and ctx.check_hostname and not name:
         raise PyncError("TLS: no host name to verify (give --ssl-servername)")
@@ -183,52 +204,35 @@ def handshake(sock: socket.socket, ctx: ssl.SSLContext, opts: Options,
     tls = TlsSession(sock, obj, incoming, outgoing)
     tls.raw += received  # ciphertext read before the handshake (after a proxy's reply)
     sock.setblocking(False)
-    deadline = time.monotonic() + (float(opts.wait) if opts.wait else HANDSHAKE_TIMEOUT)
-    try:
-        _drive_handshake(tls, deadline)
-    except ssl.SSLCertVerificationError as exc:
+    return tls
+
+
+def handshake_failed(tls: TlsSession, exc: BaseException) -> PyncError:
+    """The one line for a failed handshake (telling the peer why, where
+    OpenSSL has an alert for it)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
         _send_alert(tls)
-        raise PyncError(f"TLS: certificate verify failed: {exc.verify_message}") from None
-    except socket.timeout:
-        raise PyncError("TLS: handshake timed out") from None
-    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-        raise PyncError("TLS: the peer closed the connection during the handshake") from None
-    except ssl.SSLError as exc:
+        return PyncError(f"TLS: certificate verify failed: {exc.verify_message}")
+    if isinstance(exc, socket.timeout):
+        return PyncError("TLS: handshake timed out")
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return PyncError("TLS: the peer closed the connection during the handshake")
+    if isinstance(exc, ssl.SSLError):
         _send_alert(tls)
-        raise PyncError(f"TLS: handshake failed: {reason(exc)}") from None
-    except OSError as exc:
-        raise PyncError(f"TLS: handshake failed: {strerror(exc)}") from None
-    der = obj.getpeercert(binary_form=True)
+        return PyncError(f"TLS: handshake failed: {reason(exc)}")
+    return PyncError(f"TLS: handshake failed: {strerror(exc)}")
+
+
+def finish_handshake(tls: TlsSession, opts: Options, report: Reporter,
+                     server_side: bool) -> None:
+    """Check --ssl-pin and say under -v what was agreed."""
+    der = tls.obj.getpeercert(binary_form=True)
     if opts.ssl_pin and not server_side:
         got = fingerprint(der) if der else "no certificate"
         if got != "sha256:" + opts.ssl_pin:
             raise PyncError(f"TLS: certificate does not match --ssl-pin (got {got})")
     if report.verbose:
-        report.line(_describe(obj, der))
-    return tls
-
-
-def _drive_handshake(tls: TlsSession, deadline: float) -> None:
-    """Run do_handshake(), moving records both ways, until it completes."""
-    while True:
-        try:
-            tls.obj.do_handshake()
-        except ssl.SSLWantReadError:
-            tls.flush_until(deadline)
-            while not tls.feed_one():
-                if tls.raw_eof:  # OpenSSL was told, and still wants more
-                    raise ssl.SSLEOFError("EOF occurred during the handshake") from None
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise socket.timeout("timed out") from None
-                wait_fd(tls.sock, EVENT_READ, left)
-                try:
-                    tls.receive()
-                except (BlockingIOError, InterruptedError):
-                    pass
-            continue
-        tls.flush_until(deadline)  # our last flight (and a server's tickets)
-        return
+        report.line(_describe(tls.obj, der))
 
 
 def _send_alert(tls: TlsSession) -> None:

@@ -127,6 +127,25 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
     return host, parse_port(port_text) if port_text else default_port
 
 
+def split_local(text: str, proto: str = "tcp") -> tuple[Optional[str], int]:
+    """-L ``[addr:]port``: ``6000``, ``127.0.0.1:6000``, ``[::1]:6000``,
+    ``localhost:http`` (port 0: the kernel picks one, shown under -v)."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":") or not host:
+            raise PyncError(f"invalid -L address: {text}")
+        return host, parse_port(rest[1:], proto, low=0)
+    host, sep, port_text = text.rpartition(":")
+    if sep and (not host or ":" in host):
+        raise PyncError(f"invalid -L address (an IPv6 address goes in brackets): {text}")
+    return host or None, parse_port(port_text, proto, low=0)
+
+
+def is_socket_path(text: str) -> bool:
+    """A -L value naming a UNIX socket rather than [addr:]port."""
+    return "/" in text or text.startswith("@")
+
+
 def numeric_host(sockaddr: tuple) -> str:
     """The address part of an IPv4/IPv6 sockaddr, without scope noise."""
     return str(sockaddr[0])

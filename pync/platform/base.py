@@ -112,7 +112,38 @@ class Backend:
 
     # -- waiting ----------------------------------------------------------
     def waiter(self) -> Waiter:
+        """The relay's wait: a handful of descriptors, woken fast."""
         raise NotImplementedError
+
+    def many_waiter(self) -> Waiter:
+        """A wait for thousands of descriptors at once (the hub's)."""
+        return self.waiter()
+
+    def abort(self, sock: socket.socket) -> None:
+        """Close sock with a reset (SO_LINGER 0): the peer sees RST, not FIN."""
+        import struct
+
+        try:
+            # struct linger: two ints on POSIX, two u_shorts on Windows
+            fmt = "HH" if hasattr(socket.socket, "share") else "ii"
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack(fmt, 1, 0))
+        except OSError:
+            pass
+        sock.close()
+
+    def raise_fd_limit(self, wanted: int) -> None:
+        """Let this process open up to wanted descriptors, if the hard limit allows."""
+        try:
+            import resource
+        except ImportError:  # Windows: sockets are not counted against such a limit
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # type: ignore[attr-defined,unused-ignore]
+        top = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)  # type: ignore[attr-defined,unused-ignore]
+        if soft != resource.RLIM_INFINITY and soft < top:  # type: ignore[attr-defined,unused-ignore]
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))  # type: ignore[attr-defined,unused-ignore]
+            except (OSError, ValueError):
+                pass
 
     def watch_signals(self) -> None:
         """The pync command handles signals: make sure they end every wait."""

@@ -43,6 +43,10 @@ _POLL = {EVENT_READ: select.POLLIN, EVENT_WRITE: select.POLLOUT,
          EVENT_READ | EVENT_WRITE: select.POLLIN | select.POLLOUT}
 _NOT_OUT = ~select.POLLOUT
 _NOT_IN = ~select.POLLIN
+_EPOLL = {EVENT_READ: select.EPOLLIN, EVENT_WRITE: select.EPOLLOUT,
+          EVENT_READ | EVENT_WRITE: select.EPOLLIN | select.EPOLLOUT}
+_NOT_EPOLLOUT = ~select.EPOLLOUT
+_NOT_EPOLLIN = ~select.EPOLLIN
 F_SETPIPE_SZ = 1031
 F_GETPIPE_SZ = 1032
 PIPE_SIZE = 1024 * 1024   # the unprivileged maximum of a pipe's buffer
@@ -84,6 +88,34 @@ class PollWaiter(Waiter):
                 for fd, ev in ready]
 
 
+class EpollWaiter(Waiter):
+    """epoll, for loops of many descriptors (the hub): poll() would scan
+    them all at every wait."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+
+    def register(self, fd: int, events: int) -> None:
+        self._epoll.register(fd, _EPOLL[events])
+
+    def modify(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, _EPOLL[events])
+
+    def unregister(self, fd: int) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # closed already: epoll forgot it by itself
+
+    def poll(self, timeout: Optional[float]) -> list[tuple[int, int]]:
+        ready = self._epoll.poll(-1 if timeout is None else min(timeout, 86400.0), 1024)
+        return [(fd, (EVENT_READ if ev & _NOT_EPOLLOUT else 0)
+                 | (EVENT_WRITE if ev & _NOT_EPOLLIN else 0)) for fd, ev in ready]
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
 class EpollProbes(ProbeSet):
     """epoll: a closed socket leaves the set by itself."""
 
@@ -115,6 +147,9 @@ class LinuxBackend(Backend):
     # -- waiting ----------------------------------------------------------
     def waiter(self) -> Waiter:
         return PollWaiter()
+
+    def many_waiter(self) -> Waiter:
+        return EpollWaiter()
 
     def wait_fd(self, fd: int, events: int, timeout: Optional[float]) -> int:
         poller = select.poll()

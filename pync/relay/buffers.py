@@ -318,9 +318,9 @@ def _regular_file(fd: Optional[int]) -> bool:
         return False
 
 
-def new_buffer(src: Stream, dst: Stream, transform: bool):
+def new_buffer(src: Stream, dst: Stream, transform: bool, memory_size: int = BUFSIZE):
     """The buffer for one direction: sendfile from a file to a socket, a pipe
-    when splice can do the moving, else memory."""
+    when splice can do the moving, else memory (``memory_size`` bytes)."""
     plat = backend()
     if (not transform and zero_copy_allowed() and src.zero_copy and dst.zero_copy
             and plat.can_splice(src.read_fd, False) and plat.can_splice(dst.write_fd, True)):
@@ -331,4 +331,4 @@ def new_buffer(src: Stream, dst: Stream, transform: bool):
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE):
                 raise
-    return MemoryBuffer()
+    return MemoryBuffer(memory_size)

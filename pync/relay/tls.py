@@ -129,6 +129,28 @@ class TlsSession:
             del self.out[:n]
         return True
 
+    def advance_handshake(self) -> int:
+        """Take the handshake as far as it goes without waiting: 0 once it
+        is complete (and our last flight sent), else the event to wait for
+        on the socket (EVENT_READ, EVENT_WRITE).  OpenSSL's errors propagate;
+        the peer's end of stream before the end is SSLEOFError."""
+        while True:
+            try:
+                self.obj.do_handshake()
+            except ssl.SSLWantReadError:
+                if not self.flush():
+                    return EVENT_WRITE
+                if self.feed_one():
+                    continue
+                if self.raw_eof:  # OpenSSL was told, and still wants more
+                    raise ssl.SSLEOFError("EOF occurred during the handshake") from None
+                try:
+                    self.receive()
+                except (BlockingIOError, InterruptedError):
+                    return EVENT_READ
+                continue
+            return 0 if self.flush() else EVENT_WRITE  # our last flight (a server's tickets)
+
     def flush_until(self, deadline: float) -> None:
         """Send all of ``out``, waiting for the socket until deadline."""
         while not self.flush():

@@ -68,7 +68,7 @@ def run_err(*argv: str):
      "pync: no proxy support for local source address"),
     (["-F", "-U", "/tmp/x"], "pync: cannot use -F and -U"),
     (["-l", "--ssl-pin", "sha256:" + "0" * 64, "1"],
-     "pync: --ssl-pin and --ssl-servername check a server: not with -l"),
+     "pync: --ssl-pin and --ssl-servername check a server: not with -l or -L"),
     (["--ssl-key", "k.pem", "h", "1"], "pync: --ssl-key needs --ssl-cert"),
     (["-o", "/nonexistent/dir/f", "localhost", "1"],
      "pync: /nonexistent/dir/f: No such file or directory"),
