@@ -41,6 +41,10 @@ UDP_PAYLOAD_MAX = 65507    # the largest UDP payload over IPv4
 # sendfile() moves at most this much per call: larger calls were slower
 # (scripts/bench, file stdin); splice() takes all the room its pipe has.
 SENDFILE_CHUNK = 128 * 1024
+# Where a PipeBuffer reads what splice() would not take (urgent data, the end
+# of stream): one for all of them, used and emptied within one call (a
+# thousand forwarded pairs would otherwise hold 64 KiB each for it).
+_SPARE = memoryview(bytearray(65536))
 
 
 class MemoryBuffer:
@@ -130,7 +134,6 @@ class PipeBuffer:
         # A socket source is non-blocking, so a plain read may stand in for
         # splice() where splice cannot go on (TCP urgent data stops it).
         self.src_is_socket = src_is_socket
-        self._spare: Optional[bytearray] = None
 
     @property
     def empty(self) -> bool:
@@ -165,11 +168,9 @@ class PipeBuffer:
         splice() will not read past TCP urgent data; recv() skips the urgent
         byte, as nc does, so the bytes after it are not lost.
         """
-        if self._spare is None:
-            self._spare = bytearray(65536)
-        n = src.read_into(memoryview(self._spare))
+        n = src.read_into(_SPARE)
         if n:
-            os.write(self.w, memoryview(self._spare)[:n])  # the pipe is empty
+            os.write(self.w, _SPARE[:n])  # the pipe is empty
             self.level += n
         return n
 
