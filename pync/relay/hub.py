@@ -59,6 +59,7 @@ class Hub:
         self._order = itertools.count()
         self._soon: dict[int, Handler] = {}
         self._active = 0  # descriptors waited on
+        self._closed = False
         self.stopped = False
 
     # -- what handlers call ---------------------------------------------------
@@ -88,8 +89,9 @@ class Hub:
             return
         old = self._watched.pop(fd, None)
         if old is not None and old[0]:
-            self.waiter.unregister(fd)
             self._active -= 1
+            if not self._closed:
+                self.waiter.unregister(fd)
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(when, callback)
@@ -109,6 +111,7 @@ class Hub:
             while not self.stopped:
                 self._once()
         finally:
+            self._closed = True  # what is forgotten now was never to be waited on again
             self.waiter.close()
 
     def _once(self) -> None:

@@ -22,6 +22,7 @@ from pynctest import (
     Proc,
     Server,
     connect,
+    filtered_port,
     pync_cmd,
     recv_all,
     run_in_threads,
@@ -42,8 +43,10 @@ def start_forwarder(*args: str, target: tuple[str, int] = ("127.0.0.1", 9)) -> t
 
 
 def stop(proc: Proc) -> None:
+    """SIGTERM ends it: 143, cleanly (Windows has no SIGTERM: terminate() is 1 there)."""
     proc.p.terminate()
-    assert proc.wait() in (143, 1)  # 143 by SIGTERM (1 where there is no SIGTERM: Windows)
+    assert proc.wait() == (143 if os.name != "nt" else 1), bytes(proc.err)
+    assert b"Traceback" not in bytes(proc.err)
 
 
 class EchoServer:
@@ -217,6 +220,21 @@ def test_a_refusing_destination_closes_the_client_and_says_why():
         stop(fwd)
 
 
+def test_a_silent_destination_bounds_the_connect_by_w():
+    keep: list[socket.socket] = []
+    silent = filtered_port(keep)
+    fwd, port = start_forwarder("-w", "1", target=("127.0.0.1", silent))
+    try:
+        with connect(port) as s:
+            assert recv_all(s) == b""  # closed once the connect timed out
+        fwd.wait_stderr(rf"pync: connect to 127\.0\.0\.1 port {silent} \(tcp\) timed out: "
+                        r"Operation now in progress\n")
+    finally:
+        stop(fwd)
+        for k in keep:
+            k.close()
+
+
 def test_idle_pairs_end_after_w():
     srv = Server(lambda conn: recv_all(conn))
     fwd, port = start_forwarder("-w", "1", target=("127.0.0.1", srv.port))
@@ -301,7 +319,7 @@ def test_udp_datagrams_find_their_way_back_to_each_client():
             server.sendto(data.upper(), addr)
 
     threading.Thread(target=upper, daemon=True).start()
-    fwd = Proc(pync_cmd("-v", "-n", "-u", "-L", "127.0.0.1:0", "127.0.0.1",
+    fwd = Proc(pync_cmd("-v", "-n", "-u", "-w", "1", "-L", "127.0.0.1:0", "127.0.0.1",
                         str(server.getsockname()[1])), stdin=subprocess.DEVNULL)
     port = int(fwd.wait_stderr(r"Bound on \S+ (\d+)\n").group(1))
     clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
@@ -314,13 +332,37 @@ def test_udp_datagrams_find_their_way_back_to_each_client():
             for i, c in enumerate(clients):
                 assert c.recvfrom(100)[0] == b"HELLO FROM %d" % i
         fwd.wait_stderr(r"(?:Connection received on [^\n]*\n.*){2}")
+        # -w 1 of silence: both are forgotten; the next datagram starts anew
+        fwd.wait_stderr(r"(?:Connection from [^\n]* timed out\n.*){2}")
+        clients[0].sendto(b"again", ("127.0.0.1", port))
+        assert clients[0].recvfrom(100)[0] == b"AGAIN"
     finally:
         served.set()
         for c in clients:
             c.close()
         server.close()
         stop(fwd)
-    assert bytes(fwd.err).count(b"Connection received on") == 2  # one socket per client
+    assert bytes(fwd.err).count(b"Connection received on") == 3  # per client, and anew
+
+
+@pytest.mark.native_only
+def test_listening_on_a_unix_socket(sock_dir):
+    srv = Server(lambda conn: conn.sendall(recv_all(conn)[::-1]))
+    path = os.path.join(sock_dir, "in.sock")
+    proc = Proc(pync_cmd("-v", "-n", "-L", path, "127.0.0.1", str(srv.port)),
+                stdin=subprocess.DEVNULL)
+    proc.wait_stderr(rf"Listening on {path}\n")
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(TIMEOUT)
+            s.connect(path)
+            s.sendall(b"abc")
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b"cba"
+        srv.join()
+    finally:
+        stop(proc)
+    assert not os.path.exists(path)  # its socket file goes with it
 
 
 @pytest.mark.native_only

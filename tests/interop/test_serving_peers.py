@@ -46,7 +46,8 @@ def start(*args: str) -> tuple[Proc, int]:
 
 def stop(proc: Proc) -> None:
     proc.p.terminate()
-    proc.wait()
+    assert proc.wait() == 143, bytes(proc.err)
+    assert b"Traceback" not in bytes(proc.err)
 
 
 def curl(*args: str) -> subprocess.CompletedProcess:
