@@ -34,6 +34,7 @@ MAX_LINE = 64 * 1024           # a chat line longer than this is cut there
 DEFAULT_MAX_CONNS = 100        # as ncat
 PAUSE = 0.1  # seconds between tries of a listener out of descriptors
 READ_SIZE = 65536
+_GONE = object()  # a descriptor no longer watched
 
 
 class Client:
@@ -74,7 +75,8 @@ class Broker:
         self.chat = opts.chat
         self.max_conns = opts.max_conns or DEFAULT_MAX_CONNS
         self.clients: dict[int, Client] = {}
-        self.sel = backend().selector()
+        self.waiter = backend().many_waiter()
+        self.keys: dict[int, object] = {}  # fd -> None (the listener), "stdin" or a Client
         self.stdin_fd = None if opts.recv_only else local.read_fd
         self.to_stdout = not opts.send_only
         self.stdin_always_ready = False
@@ -87,37 +89,51 @@ class Broker:
     def run(self) -> int:
         self.server.setblocking(False)
         self.local.start()
-        self.sel.register(self.server, EVENT_READ, None)
+        self._watch(self.server.fileno(), EVENT_READ, None)
         if self.stdin_fd is not None and self.stdin_fd in self.local.always_ready:
             self.stdin_always_ready = True  # a file the platform cannot wait on
         elif self.stdin_fd is not None:
             try:
-                self.sel.register(self.stdin_fd, EVENT_READ, "stdin")
+                self._watch(self.stdin_fd, EVENT_READ, "stdin")
             except (PermissionError, ValueError):  # a regular file: always readable
                 self.stdin_always_ready = True
         try:
             while True:
-                timeout: Optional[float] = 0 if self.stdin_always_ready else None
+                # A bridge's queue may hold stdin that its socket no longer shows.
+                held = self.stdin_fd is not None and self.local.pending()
+                timeout: Optional[float] = 0 if self.stdin_always_ready or held else None
                 if self.paused:
                     timeout = PAUSE  # retry the listener even if no client leaves
-                ready = self.sel.select(timeout)
+                ready = self.waiter.poll(timeout)
                 if self.paused and not ready:
-                    self.sel.register(self.server, EVENT_READ, None)
+                    self._watch(self.server.fileno(), EVENT_READ, None)
                     self.paused = False
-                for key, events in ready:
-                    if key.data is None:
+                for fd, events in ready:
+                    data = self.keys.get(fd, _GONE)
+                    if data is None:
                         self._accept()
-                    elif key.data == "stdin":
+                    elif data == "stdin":
                         self._read_stdin()
-                    else:
-                        self._client_event(key.data, events)
-                if self.stdin_always_ready:
+                    elif isinstance(data, Client):
+                        self._client_event(data, events)
+                if self.stdin_always_ready or held:
                     self._read_stdin()
         finally:
             for client in list(self.clients.values()):
                 client.sock.close()
-            self.sel.close()
+            self.waiter.close()
             self.acceptor.close()
+
+    def _watch(self, fd: int, events: int, data: object) -> None:
+        if fd in self.keys:
+            self.waiter.modify(fd, events)
+        else:
+            self.waiter.register(fd, events)
+        self.keys[fd] = data
+
+    def _unwatch(self, fd: int) -> None:
+        if self.keys.pop(fd, _GONE) is not _GONE:
+            self.waiter.unregister(fd)
 
     # -- clients coming and going -----------------------------------------
     def _accept(self) -> None:
@@ -127,7 +143,7 @@ class Broker:
                 if self.acceptor.starved and not self.paused:
                     # Not even a descriptor to refuse with: stop polling the
                     # listener (it would spin) until a client leaves.
-                    self.sel.unregister(self.server)
+                    self._unwatch(self.server.fileno())
                     self.paused = True
                 return
             sock, peer = got
@@ -142,7 +158,7 @@ class Broker:
             sock.setblocking(False)
             client = Client(sock, where)
             self.clients[client.fd] = client
-            self.sel.register(sock, EVENT_READ, client)
+            self._watch(client.fd, EVENT_READ, client)
             self.report.received(where)
             if self.chat:
                 self._announce(f"{client.name} has joined", skip=client)
@@ -154,10 +170,10 @@ class Broker:
     def _drop(self, client: Client, why: Optional[str] = None) -> None:
         if self.clients.pop(client.fd, None) is None:
             return
-        self.sel.unregister(client.sock)
+        self._unwatch(client.fd)
         client.sock.close()
         if self.paused:  # a descriptor is free again: take connections
-            self.sel.register(self.server, EVENT_READ, None)
+            self._watch(self.server.fileno(), EVENT_READ, None)
             self.paused = False
         if why and self.report.verbose:
             self.report.warn(f"{client.name} ({client.where}) disconnected: {why}")
@@ -194,7 +210,7 @@ class Broker:
             data = b""
         if not data:  # stdin is done; the clients carry on
             if not self.stdin_always_ready:
-                self.sel.unregister(self.stdin_fd)
+                self._unwatch(self.stdin_fd)
             self.stdin_fd = None
             self.stdin_always_ready = False
             return
@@ -203,8 +219,7 @@ class Broker:
                 self._deliver(b"<server> " + escape_controls(line) + b"\n", to_stdout=False)
         else:
             self._deliver(data, to_stdout=False)
-        if self.local.pending():  # a bridge's queue holds more than one read took
-            self._read_stdin()
+
 
     def _from_client(self, client: Client, data: bytes) -> None:
         if not self.chat:
@@ -252,7 +267,7 @@ class Broker:
             return
         del client.out[:n]
         events = EVENT_READ | (EVENT_WRITE if client.out else 0)
-        self.sel.modify(client.sock, events, client)
+        self._watch(client.fd, events, client)
 
 
 def _lines(pending: bytearray, data: bytes) -> list[bytes]:

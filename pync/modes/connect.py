@@ -19,13 +19,13 @@ import socket
 import tempfile
 
 from ..base.options import IPPROTO_DCCP, Options
-from ..base.report import PyncError, Reporter, strerror
+from ..base.report import PyncError, Reporter, errno_text, strerror
 from ..net import sockopts
 from ..net.addr import numeric_host, resolve, service_name, split_host_port, unix_address
 from ..net.sockopts import new_socket
 from ..net.unixsock import SocketFile, bind_unix
-from ..platform import backend
-from ..platform.base import AF_UNIX
+from ..platform import EVENT_WRITE, backend
+from ..platform.base import AF_UNIX, CONNECT_IN_PROGRESS
 from .session import SessionKit, relay_session
 
 TYPE_CHECKING = False
@@ -200,6 +200,22 @@ class Proxy:
         return numeric_host(info[0][4])
 
 
+def connect_bounded(sock: socket.socket, sockaddr: object, timeout: Optional[float]) -> None:
+    """connect(), bounded by timeout (None: as long as the system tries),
+    waiting in the platform's wait, which ^C ends everywhere (a blocking
+    connect() on Windows is deaf to it).  The socket is then left as a
+    settimeout(timeout) socket, as the proxy handshakes expect."""
+    sock.setblocking(False)
+    err = sock.connect_ex(sockaddr)  # type: ignore[arg-type]
+    if err in CONNECT_IN_PROGRESS:
+        if not backend().wait_fd(sock.fileno(), EVENT_WRITE, timeout):
+            raise socket.timeout("timed out")
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, errno_text(err))
+    sock.settimeout(timeout)
+
+
 def open_connection(opts: Options, host: str, port: int, report: Reporter,
                     md5_key: Optional[bytes] = None
                     ) -> Optional[tuple[socket.socket, str]]:
@@ -214,8 +230,7 @@ def open_connection(opts: Options, host: str, port: int, report: Reporter,
         try:
             sockopts.bind_source(sock, opts, family)
             sockopts.apply(sock, family, opts, md5_key)
-            sock.settimeout(opts.wait if opts.wait else None)
-            sock.connect(sockaddr)
+            connect_bounded(sock, sockaddr, opts.wait if opts.wait else None)
         except PyncError:
             sock.close()
             raise

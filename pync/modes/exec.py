@@ -104,13 +104,22 @@ class ProcessStream(FdStream):
         self.grace = 0.0  # the child is terminated at once when closed
 
     def close(self) -> None:
-        """Close the pipes and reap the child, terminating it if it lingers."""
+        """Close the pipes and reap the child, terminating it if it lingers.
+
+        Its stdout is closed first, as a bridge's too (whose thread then
+        closes the pipe): a child still writing gets EPIPE and ends at once.
+        Once it is reaped, what a bridge still holds for its stdin has
+        nowhere to go (a grandchild may keep the pipe open): not waited for.
+        """
         self.shutdown_write()
-        if self._reader is None and self.proc.stdout is not None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        elif self.proc.stdout is not None:
             self.proc.stdout.close()
         self.read_fd = None
         reap(self.proc, self.grace)
-        self._close_bridges(flush=self.grace > 0)
+        self._close_bridges(flush=False)
 
 
 def reap(proc: subprocess.Popen, grace: float = GRACE) -> None:

@@ -19,7 +19,6 @@ from .events import EVENT_READ, EVENT_WRITE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import selectors
     import subprocess
     from typing import Callable, Optional
 
@@ -164,12 +163,6 @@ class Backend:
         import time
 
         time.sleep(max(seconds, 0.0))
-
-    def selector(self) -> selectors.BaseSelector:
-        """A selectors object for loops of many sockets (the broker)."""
-        import selectors
-
-        return selectors.DefaultSelector()
 
     def probe_set(self) -> ProbeSet:
         raise NotImplementedError

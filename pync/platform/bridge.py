@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
 CHUNK = 128 * 1024  # one read or write of a bridge's thread, as the relay's buffers
-QUEUED = 8 * CHUNK  # the most a reader bridge holds before the loop takes it
+QUEUED = 8 * CHUNK  # the most a reader bridge holds before the loop takes it...
+QUEUED_ITEMS = 1024  # ... and in how many reads (small ones keep only their bytes)
 SIGNALS_MAX = 256  # more one-byte wake-ups than can wait: one per empty queue filled
 # A reader bridge's first moments: what was waiting in the descriptor when
 # the loop started is on its way through the thread.  A loop that would end
@@ -49,10 +50,18 @@ SETTLE = 0.05
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
-    """(near, far): the loop's end, non-blocking, and the thread's, blocking."""
+    """(near, far): the loop's end, non-blocking, and the thread's, blocking.
+
+    Where socketpair() is two TCP sockets (Windows), Nagle is off on both:
+    each carries small writes one way only, the pattern that otherwise
+    waits for a delayed acknowledgement.
+    """
     near, far = socket.socketpair()
     near.setblocking(False)
     far.setblocking(True)
+    if near.family in (socket.AF_INET, socket.AF_INET6):
+        for end in (near, far):
+            end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return near, far
 
 
@@ -89,30 +98,36 @@ class ReaderBridge:
             self._thread.start()
 
     def _run(self) -> None:
-        source = io.FileIO(self._fd, "rb", closefd=False)
         cond = self._cond
+        buf = bytearray(CHUNK)
         try:
+            source = io.FileIO(self._fd, "rb", closefd=False)
             while True:
-                with cond:
-                    buf = self._free.pop() if self._free else bytearray(CHUNK)
                 try:
                     n = source.readinto(buf)
                 except OSError:
                     break  # EIO from a hung-up terminal, EBADF: the end
                 if not n:
                     break
+                if n >= CHUNK // 2:  # a large read: hand the buffer over, take another
+                    chunk = memoryview(buf)[:n]
+                    with cond:
+                        buf = self._free.pop() if self._free else bytearray(CHUNK)
+                else:  # a small one keeps just its bytes (a line from a terminal)
+                    chunk = memoryview(bytes(buf[:n]))
                 with cond:
-                    while self._queued >= QUEUED and not self._closed:
+                    while ((self._queued >= QUEUED or len(self._queue) >= QUEUED_ITEMS)
+                           and not self._closed):
                         cond.wait()  # back-pressure: the loop is behind
                     if self._closed:
                         return
                     was_empty = not self._queue
-                    self._queue.append(memoryview(buf)[:n])
+                    self._queue.append(chunk)
                     self._queued += n
                 if was_empty:
                     self._far.send(b"\0")  # the loop drains these before reading
-        except OSError:
-            pass  # the loop closed its end: nobody wants the rest
+        except (OSError, ValueError):
+            pass  # the loop closed its end (or the descriptor is no file): the end
         finally:
             with cond:
                 self._ended = True
@@ -138,7 +153,8 @@ class ReaderBridge:
                     n += take
                     if take == len(chunk):
                         self._queue.popleft()
-                        self._free.append(chunk.obj)  # its buffer can be read into again
+                        if isinstance(chunk.obj, bytearray) and len(self._free) < 2:
+                            self._free.append(chunk.obj)  # to be read into again
                     else:
                         self._queue[0] = chunk[take:]
                 self._queued -= n
@@ -180,8 +196,8 @@ class WriterBridge:
         far = self._far
         buf = bytearray(CHUNK)
         view = memoryview(buf)
-        sink = io.FileIO(self._fd, "wb", closefd=False)
         try:
+            sink = io.FileIO(self._fd, "wb", closefd=False)
             while True:
                 n = far.recv_into(view)
                 if not n:
@@ -190,8 +206,8 @@ class WriterBridge:
                 while chunk:
                     written = sink.write(chunk)  # the descriptor blocks: never None
                     chunk = chunk[written or 0:]
-        except OSError:
-            pass  # EPIPE: the descriptor's reader is gone
+        except (OSError, ValueError):
+            pass  # EPIPE: the descriptor's reader is gone (or it is no file)
         finally:
             far.close()  # the loop's next write fails: its destination is gone
             if self._done is not None:

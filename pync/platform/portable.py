@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import stat
 import subprocess
 
 from .base import EVENT_READ, EVENT_WRITE, Backend, ProbeSet, Waiter, is_socket
@@ -165,6 +166,13 @@ def _select_takes_only_sockets() -> bool:
     return False
 
 
+def _regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 def _comspec() -> str:
     return os.environ.get("COMSPEC", "cmd.exe")
 
@@ -192,6 +200,10 @@ class PortableBackend(Backend):
     def can_wait(self, fd: int, events: int) -> bool:
         if is_socket(fd):
             return True
+        if _regular_file(fd):
+            # kqueue (macOS) reports a file readable only before its end,
+            # never its end of file: a file is used as always ready instead.
+            return False
         if self._sockets_only is None:
             self._sockets_only = _select_takes_only_sockets()
         if self._sockets_only:

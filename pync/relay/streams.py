@@ -11,6 +11,7 @@ returns 0 at end of stream and raises BlockingIOError when nothing is ready.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import stat
@@ -122,6 +123,9 @@ class FdStream(Stream):
             if _regular_file(read_fd):
                 ready.add(read_fd)
             else:
+                if read_done is None:  # not pync's own: its thread reads a copy,
+                    read_fd = os.dup(read_fd)  # whose number no one else reuses
+                    read_done = functools.partial(os.close, read_fd)
                 self._reader = plat.reader_bridge(read_fd, read_done)
                 self.read_fd = self._reader.sock.fileno()
                 self.nonblocking = True

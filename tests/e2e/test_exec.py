@@ -218,3 +218,16 @@ def test_exec_through_unix_socket(sock_dir):
     finally:
         server.kill()
     assert not os.path.exists(path)
+
+
+def test_a_child_still_writing_gets_epipe_when_the_peer_leaves(tmp_path):
+    """The peer closes while the child writes on: its stdout is closed first,
+    so it ends of SIGPIPE at once (141), not terminated after the grace
+    period (which would leave no status written), on either backend."""
+    status = tmp_path / "status"
+    server, port = start_listener("-c", f"yes; echo $? > {status}")
+    with connect(port) as s:
+        assert len(s.recv(100)) > 0
+    assert server.wait() == 0
+    wait_until(lambda: status.exists() and status.read_text().strip(), what="the status")
+    assert status.read_text().strip() == "141"
