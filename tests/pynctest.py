@@ -128,6 +128,14 @@ class Proc:
             self.p.kill()
             self.p.wait(TIMEOUT)
 
+    def stop(self) -> None:
+        """End a pync that serves until told (-l -k, -L, -l -X): SIGTERM, then
+        status 143 (Windows has no SIGTERM: terminate() gives 1), and no
+        traceback."""
+        self.p.terminate()
+        assert self.wait() == (143 if os.name != "nt" else 1), bytes(self.err)
+        assert b"Traceback" not in bytes(self.err)
+
 
 def start_listener(*args: str, host: str = "127.0.0.1", stdin=subprocess.PIPE,
                    **kw) -> tuple[Proc, int]:

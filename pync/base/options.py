@@ -166,23 +166,31 @@ def check_rules(opts: Options) -> None:
 _NOT_SERVING = (("exec_argv", "-e/-c"), ("brokering", "--broker or --chat"), ("fd_pass", "-F"),
                 ("crlf", "-C"), ("telnet", "-t"), ("interval", "-i"), ("recv_limit", "-W"),
                 ("output", "-o"), ("hex_dump", "--hex-dump"), ("send_only", "--send-only"),
-                ("recv_only", "--recv-only"), ("progress", "--progress"))
+                ("recv_only", "--recv-only"), ("progress", "--progress"),
+                # they have no stdin (half-closes are carried through anyway)
+                ("no_stdin", "-d"), ("shutdown_on_eof", "-N"), ("quits_after_eof", "-q"),
+                ("randomize", "-r"))
 
 
 def _check_serving_rules(opts: Options) -> None:
     """-L and the proxy server (-l -X): what they cannot be combined with."""
     what = "-L" if opts.forward else "a proxy server (-l -X)"
     for field, flag in _NOT_SERVING:
-        if getattr(opts, field):
+        if getattr(opts, field) not in (None, False, 0):
             raise PyncError(f"cannot use {flag} with {what}")
+    if opts.forward and opts.source_port:
+        raise PyncError("cannot use -p with -L: every client needs a source port of its own")
+    if opts.forward and not opts.proxy and (opts.proxy_type or opts.proxy_user):
+        raise PyncError("-X, -P and --proxy-auth go with -x with -L "
+                        "(a proxy server is -l -X)")
     if opts.forward and opts.udp and opts.unix:
         raise PyncError("cannot use -U with -L -u: datagrams go to a host and port")
     if opts.proxy_server:
         if opts.udp:
             raise PyncError("a proxy server (-l -X) speaks TCP: not with -u")
         if opts.proxy_user is not None and opts.proxy_type == "4":
-            raise PyncError("SOCKS4 carries no password: a proxy server with "
-                            "--proxy-auth needs -X 5 or -X connect")
+            raise PyncError("SOCKS4 carries no password: a proxy server that asks for one "
+                            "(-P, --proxy-auth) needs -X 5 or -X connect")
 
 
 def _check_power_rules(opts: Options) -> None:

@@ -73,7 +73,7 @@ HELP_SUMMARY = """\
 		--allowfile f	The same, from a file (one entry a line)
 		--deny hosts	Refuse these addresses, CIDR blocks, names
 		--denyfile f	The same, from a file (one entry a line)
-		--max-conns n	Clients at once in --broker/--chat (default 100)
+		--max-conns n	Clients at once: --broker/--chat, -L, -l -X, -l -k -e (100)
 		--send-only	Only send: ignore what the network sends
 		--recv-only	Only receive: never read stdin
 		--hex-dump file	Record both directions as a hex dump in file

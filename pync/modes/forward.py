@@ -24,7 +24,8 @@ from __future__ import annotations
 import socket
 import time
 
-from ..base.report import PyncError, Reporter
+from ..base.report import PyncError, Reporter, strerror
+from ..net import sockopts
 from ..net.addr import (
     describe_peer,
     is_socket_path,
@@ -135,10 +136,8 @@ class Target:
         else:
             self.addrs = resolve(self.name, self.port, opts.family, socktype, opts.numeric)
 
-    def handshake(self) -> Optional[Handshake]:
-        """A new proxy handshake for one connection (None without -x)."""
-        if self.proxy is None:
-            return None
+    def handshake(self) -> Handshake:
+        """A new proxy handshake (with -x) for one connection."""
         from ..protocols.proxy import new_handshake
 
         return new_handshake(self.proxy.kind, self.destination, self.port,
@@ -216,6 +215,9 @@ class ForwardedClient:
     def _tls_timed_out(self) -> None:
         self._fail_tls("TLS: handshake timed out")
 
+    def failed(self, exc: BaseException) -> None:
+        self._fail_tls(str(exc))
+
     def _fail_tls(self, reason: str) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -229,13 +231,17 @@ class ForwardedClient:
         fwd = self.fwd
         self.connector = Connector(fwd.hub, fwd.target.addrs, fwd.opts, fwd.report,
                                    fwd.target.name, fwd.target.port, self._joined,
-                                   self._refused, handshake=fwd.target.handshake())
+                                   self._refused,
+                                   handshake=fwd.target.handshake if fwd.target.proxy else None)
 
     def _joined(self, out: socket.socket, leftover: bytes) -> None:
         fwd = self.fwd
         opts = fwd.opts
-        if not opts.unix and fwd.target.proxy is None:
-            ip = numeric_host(out.getpeername())
+        if not opts.unix and fwd.target.proxy is None and fwd.report.verbose:
+            try:
+                ip = numeric_host(out.getpeername())
+            except OSError:
+                ip = fwd.target.name
             fwd.report.connect_succeeded(fwd.target.name, ip, fwd.target.port, "tcp",
                                          service_name(fwd.target.port, "tcp", opts.numeric))
         if fwd.target.proxy is None:
@@ -353,11 +359,21 @@ class DatagramForwarder:
         family, socktype, proto, _, sockaddr = self.target.addrs[0]
         try:
             sock = socket.socket(family, socktype, proto)
-            sock.setblocking(False)
-            sock.connect(sockaddr)
         except OSError as exc:
-            self.report.net_error(f"connect to {self.target.name} port {self.target.port} (udp)",
-                                  exc, level=1)
+            self.report.client_failed(describe_peer(addr, self.opts.numeric, None),
+                                      f"socket: {strerror(exc)}")
+            return None
+        try:
+            sock.setblocking(False)
+            sockopts.bind_source(sock, self.opts, family)
+            sockopts.apply(sock, family, self.opts)
+            sock.connect(sockaddr)
+        except (OSError, PyncError) as exc:
+            sock.close()
+            why = exc.message if isinstance(exc, PyncError) else strerror(exc)
+            self.report.client_failed(describe_peer(addr, self.opts.numeric, None),
+                                      f"connect to {self.target.name} port {self.target.port} "
+                                      f"(udp) failed: {why}")
             return None
         where = describe_peer(addr, self.opts.numeric, None)
         self.report.received(where)

@@ -40,7 +40,7 @@ class Connector:
     def __init__(self, hub: Hub, addrs: list[AddrInfo], opts: Options, report: Reporter,
                  name: str, port: int, on_done: Callable[[socket.socket, bytes], None],
                  on_fail: Callable[[str, int], None],
-                 handshake: Optional[Handshake] = None) -> None:
+                 handshake: Optional[Callable[[], Handshake]] = None) -> None:
         self.hub = hub
         self.addrs = list(addrs)
         self.opts = opts
@@ -49,7 +49,8 @@ class Connector:
         self.port = port
         self.on_done = on_done
         self.on_fail = on_fail
-        self.handshake = handshake
+        self.new_handshake = handshake  # a new one for each proxy address tried
+        self.handshake: Optional[Handshake] = None
         self.sock: Optional[socket.socket] = None
         self.ip = ""
         self.out = b""  # handshake bytes not yet sent
@@ -104,7 +105,14 @@ class Connector:
             self._address_failed(err)
             self._next()
             return
+        try:
+            self.sock.getpeername()
+        except OSError:
+            return  # not connected yet (an event meant for another): wait on
         self._connected()
+
+    def failed(self, exc: BaseException) -> None:
+        self._finish_fail(str(exc), getattr(exc, "errno", None) or errno.EIO)
 
     def _address_failed(self, err: int) -> None:
         """One address refused (or timed out): say so under -v, as nc."""
@@ -127,14 +135,16 @@ class Connector:
         self.timer = None
         if self.over:
             return
+        self.shaking = False  # the next address starts with a connect, and a new handshake
         self._address_failed(errno.ETIMEDOUT)
         self._next()
 
     def _connected(self) -> None:
-        if self.handshake is None:
+        if self.new_handshake is None:
             self._finish_done(b"")
             return
         self.shaking = True
+        self.handshake = self.new_handshake()
         self.out = self.handshake.start()
         self._shake()
 
@@ -174,23 +184,21 @@ class Connector:
         self.on_done(sock, leftover)
 
     def _finish_fail(self, reason: str, err: int) -> None:
+        self._release()
+        self.on_fail(reason, err)
+
+    def cancel(self) -> None:
+        """The client went away first: stop, close what was opened."""
+        if not self.over:
+            self._release()
+
+    def _release(self) -> None:
+        """Over: the timer stopped, the attempt's socket closed."""
+        self.over = True
         if self.timer is not None:
             self.timer.cancel()
         if self.sock is not None:
             self.hub.forget(self.sock.fileno())
             self.sock.close()
             self.sock = None
-        self.over = True
-        self.on_fail(reason, err)
-
-    def cancel(self) -> None:
-        """The client went away first: stop, close what was opened."""
-        if not self.over:
-            self.over = True
-            if self.timer is not None:
-                self.timer.cancel()
-            if self.sock is not None:
-                self.hub.forget(self.sock.fileno())
-                self.sock.close()
-                self.sock = None
 

@@ -21,6 +21,7 @@ as ncat does).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -37,7 +38,7 @@ from ..relay.streams import SocketStream
 from .accepting import HubListener
 from .access import AccessList
 from .forward import DEFAULT_MAX_CONNS, FD_WANTED
-from .listen import inet_listener, unix_listener
+from .listen import inet_listener
 from .outbound import Connector
 
 TYPE_CHECKING = False
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
     from ..net.resolver import Lookup
     from ..relay.hub import Timer
 
-REQUEST_TIMEOUT = 30.0  # without -w: a client has this long to ask
+REQUEST_TIMEOUT = 30.0  # without -w: a client has this long to ask...
+CONNECT_TIMEOUT = 30.0  # ... and its destination, to be looked up and answer
 LINGER = 2.0            # a refused client's answer gets this long to leave
 KINDS = {"connect": "HTTP", "5": "SOCKS5", "4": "SOCKS4"}
 
@@ -65,23 +67,14 @@ def run_proxy_server(opts: Options, report: Reporter) -> int:
         from . import tls
         tls_context = tls.server_context(opts, report)[0]
     hub = Hub()
-    cleanup = None
-    with SignalsDeferred():
-        if opts.unix:
-            assert opts.unix_path is not None
-            server, cleanup = unix_listener(opts.unix_path, False, socket.SOMAXCONN)
-        else:
-            server = inet_listener(opts, report, opts.host, opts.ports[0], socket.SOMAXCONN)
+    server = inet_listener(opts, report, opts.host, opts.ports[0], socket.SOMAXCONN)
     listener = resolver = None
     try:
-        if opts.unix:
-            report.listening(opts.unix_path or "")
-        _warn_if_open(server, opts, access, credentials, report)
+        _warn_if_open(server, access, credentials, report)
         resolver = Resolver(hub)
         proxy = ProxyServer(hub, opts, report, credentials, resolver, tls_context)
         listener = HubListener(hub, server, report, access, opts.max_conns or DEFAULT_MAX_CONNS,
-                               lambda: proxy.live, proxy.serve, opts.numeric,
-                               opts.unix_path if opts.unix else None)
+                               lambda: proxy.live, proxy.serve, opts.numeric)
         hub.run()
     finally:
         with SignalsDeferred():
@@ -90,8 +83,6 @@ def run_proxy_server(opts: Options, report: Reporter) -> int:
             if resolver is not None:
                 resolver.close()
             server.close()
-            if cleanup is not None:
-                cleanup.remove()
     return 0
 
 
@@ -108,10 +99,10 @@ def _credentials(opts: Options) -> Optional[tuple[str, str]]:
     return opts.proxy_user, password
 
 
-def _warn_if_open(server: socket.socket, opts: Options, access: AccessList,
+def _warn_if_open(server: socket.socket, access: AccessList,
                   credentials: Optional[tuple[str, str]], report: Reporter) -> None:
     """An open relay is one mistake away: say so when it is one."""
-    if access.active or credentials is not None or opts.unix:
+    if access.active or credentials is not None:
         return
     host = server.getsockname()[0]
     try:
@@ -178,6 +169,11 @@ class ProxiedClient:
             self._read_request()
         elif self.phase == "linger":
             self._drain()
+        elif self.phase == "connect":
+            self._client_waits()
+
+    def failed(self, exc: BaseException) -> None:
+        self._drop(str(exc))
 
     def _advance_tls(self) -> None:
         import ssl
@@ -225,11 +221,14 @@ class ProxiedClient:
         if not self.request.done:
             self.hub.watch(self.sock.fileno(), EVENT_READ, self)
             return
-        self.hub.watch(self.sock.fileno(), 0, self)  # the request is whole: wait for the tunnel
+        # The request is whole: wait for the tunnel, and meanwhile only for
+        # the client leaving (its name's lookup and connect are then dropped).
+        self.hub.watch(self.sock.fileno(), EVENT_READ, self)
         self.phase = "connect"
-        if self.timer is not None:  # from here on the connect's own -w bounds it
+        if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
+        limit = float(self.server.opts.wait) if self.server.opts.wait else CONNECT_TIMEOUT
+        self.timer = self.hub.call_at(time.monotonic() + limit, self._connect_timed_out)
         req = self.request
         who = f" as {req.user}" if req.user else ""
         if self.server.report.verbose:
@@ -255,6 +254,32 @@ class ProxiedClient:
             self._drop(f"write failed: {exc.strerror or exc}")
             return False
         return True
+
+    def _client_waits(self) -> None:
+        """While the tunnel is made: has the client left (EOF, a reset)?
+        Bytes it sends early stay where they are, for the tunnel."""
+        try:
+            left = not self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            left = True
+        if left:
+            self._drop("left before its tunnel was open")
+        else:
+            self.hub.watch(self.sock.fileno(), 0, self)
+
+    def _connect_timed_out(self) -> None:
+        self.timer = None
+        if self.over:
+            return
+        if self.lookup is not None:
+            self.lookup.cancel()
+            self.lookup = None
+        if self.connector is not None:
+            self.connector.cancel()
+            self.connector = None
+        self._failed(f"{self.request.host} {self.request.port}: timed out", errno.ETIMEDOUT)
 
     # -- the destination --------------------------------------------------------
     def _resolved(self, answer: Union[list[AddrInfo], str]) -> None:
@@ -283,9 +308,13 @@ class ProxiedClient:
         self.out.clear()
         backend().unpaced(out)
         self.over = True  # the Pair carries on
+        to_b, limit = req.first + req.leftover, None
+        if req.first:  # a request passed on: its body, and nothing after it
+            body = req.leftover[:req.body_length]
+            to_b, limit = req.first + body, req.body_length - len(body)
         Pair(self.hub, self.stream, SocketStream(out, f"{req.host} port {req.port}"),
              idle=self.server.opts.wait or None, on_end=self._ended,
-             to_b=req.first + req.leftover, to_a=reply)
+             to_b=to_b, to_a=reply, limit_to_b=limit)
 
     def _failed(self, reason: str, err: int) -> None:
         if self.over:
@@ -325,7 +354,7 @@ class ProxiedClient:
                 pass
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except (OSError, PyncError):  # a reset, a TLS alert: over either way
             pass
         self._close()
 

@@ -2,9 +2,11 @@
 
 getaddrinfo() blocks, sometimes for seconds: in a loop that serves a
 thousand tunnels, one slow name would stall them all.  The proxy server
-(which resolves what each client asks for) hands names to a Resolver: one
-thread for all lookups, one at a time, whose answers come back through a
-socketpair the loop waits on.  Numeric addresses never go to the thread.
+(which resolves what each client asks for) hands names to a Resolver: a
+few threads for all lookups (THREADS: one slow name does not hold up the
+others), whose answers come back through a socketpair the loop waits on.
+A lookup its client gave up on is skipped if it has not begun.  Numeric
+addresses never go to the threads.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
     Answer = Union[list[AddrInfo], str]  # the addresses, or why there are none
     Callback = Callable[[Answer], None]
+
+
+THREADS = 4
 
 
 class Lookup:
@@ -61,8 +66,8 @@ class Resolver:
         self._answers: deque[tuple[Lookup, Answer]] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name="pync-resolver")
-        self._thread.start()
+        for i in range(THREADS):
+            threading.Thread(target=self._run, daemon=True, name=f"pync-resolver-{i}").start()
         hub.watch(self.sock.fileno(), EVENT_READ, self)
 
     def lookup(self, host: str, port: int, family: int, callback: Callback) -> Lookup:
@@ -113,7 +118,7 @@ class Resolver:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
         self.hub.forget(self.sock.fileno())
         self.sock.close()
         self._far.close()

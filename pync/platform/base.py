@@ -130,6 +130,10 @@ class Backend:
             pass
         sock.close()
 
+    def unsent(self, sock: socket.socket) -> Optional[int]:
+        """Bytes sock still has to send, where the platform says (else None)."""
+        return None
+
     def raise_fd_limit(self, wanted: int) -> None:
         """Let this process open up to wanted descriptors, if the hard limit allows."""
         try:
@@ -237,8 +241,13 @@ class Backend:
     def splice(self, src: int, dst: int, count: int) -> int:
         raise NotImplementedError
 
-    def new_pipe(self) -> tuple[int, int, int]:
-        """A non-blocking pipe of pync's own: (read end, write end, size)."""
+    def new_pipe(self, grown: bool = True) -> tuple[int, int, int]:
+        """A non-blocking pipe of pync's own: (read end, write end, size);
+        ``grown``: as large as allowed, else as the system makes it."""
+        raise NotImplementedError
+
+    def grow_pipe_to(self, w: int) -> int:
+        """Make such a pipe as large as allowed; its size then."""
         raise NotImplementedError
 
     def can_splice(self, fd: Optional[int], writing: bool) -> bool:

@@ -48,6 +48,7 @@ _EPOLL = {EVENT_READ: select.EPOLLIN, EVENT_WRITE: select.EPOLLOUT,
 _NOT_EPOLLOUT = ~select.EPOLLOUT
 _NOT_EPOLLIN = ~select.EPOLLIN
 F_SETPIPE_SZ = 1031
+SIOCOUTQ = 0x5411  # TIOCOUTQ: a socket's unsent bytes
 F_GETPIPE_SZ = 1032
 PIPE_SIZE = 1024 * 1024   # the unprivileged maximum of a pipe's buffer
 WAKE_MIN = 64 * 1024      # a smaller SO_RCVLOWAT mark saves too few wake-ups to bother
@@ -219,6 +220,13 @@ class LinuxBackend(Backend):
             except OSError:
                 continue  # not allowed to this user, or not built: the next one
 
+    def unsent(self, sock: socket.socket) -> Optional[int]:
+        """Bytes in sock's send queue not yet acknowledged (SIOCOUTQ)."""
+        try:
+            return struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0" * 4))[0]
+        except OSError:
+            return None
+
     def set_md5sig(self, sock: socket.socket, family: int, key: bytes) -> None:
         """-S: struct tcp_md5sig with a zero-length prefix: sign for every peer.
 
@@ -241,18 +249,23 @@ class LinuxBackend(Backend):
         assert _SPLICE is not None
         return _SPLICE(src, dst, count, flags=_SPLICE_FLAGS)
 
-    def new_pipe(self) -> tuple[int, int, int]:
+    def new_pipe(self, grown: bool = True) -> tuple[int, int, int]:
         r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            try:
-                size = fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                size = fcntl.fcntl(w, F_GETPIPE_SZ)
+            size = self.grow_pipe_to(w) if grown else fcntl.fcntl(w, F_GETPIPE_SZ)
         except OSError:
             os.close(r)
             os.close(w)
             raise
         return r, w, size
+
+    def grow_pipe_to(self, w: int) -> int:
+        """Make a pipe of pync's 1 MiB (each costs the user's pipe quota:
+        64 MiB by default); its size then."""
+        try:
+            return fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            return fcntl.fcntl(w, F_GETPIPE_SZ)
 
     def can_splice(self, fd: Optional[int], writing: bool) -> bool:
         """Can splice() move data from (or to) this descriptor?

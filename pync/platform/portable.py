@@ -26,6 +26,7 @@ import selectors
 import socket
 import stat
 import subprocess
+import sys
 
 from .base import EVENT_READ, EVENT_WRITE, Backend, ProbeSet, Waiter, is_socket
 
@@ -33,6 +34,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
 
+SO_NWRITE = 0x1024  # macOS: bytes in a socket's send buffer (sent but unacknowledged too)
 SELECT_CAPACITY = 500  # under Windows' 512-socket select(), with room for the loop's own
 
 
@@ -216,6 +218,15 @@ class PortableBackend(Backend):
         finally:
             sel.close()
         return True
+
+    def unsent(self, sock: socket.socket) -> Optional[int]:
+        """macOS says (SO_NWRITE); elsewhere unknown."""
+        if sys.platform != "darwin":
+            return None
+        try:
+            return sock.getsockopt(socket.SOL_SOCKET, SO_NWRITE)
+        except OSError:
+            return None
 
     # -- local ends -------------------------------------------------------
     def shell_argv(self, command: str) -> tuple[str, ...]:

@@ -76,6 +76,7 @@ class ServerHandshake:
         self.host = ""
         self.port = 0
         self.first = b""      # bytes for the destination before the client's
+        self.body_length = 0  # with first: how many of the client's bytes follow it
         self.leftover = b""   # what the client sent after its request
         self.user: Optional[str] = None  # who authenticated (for -v), if anyone
         self._buf = bytearray()
@@ -288,7 +289,11 @@ class Socks4Request(ServerHandshake):
 
 # -- HTTP --------------------------------------------------------------------
 
-_HOP_BY_HOP = {b"proxy-authorization", b"proxy-connection", b"connection", b"keep-alive"}
+# Hop-by-hop and proxy headers (RFC 7230 6.1), never passed on; the Host is
+# the URI's (5.4); bodies are Content-Length ones (chunked ones are refused).
+_HOP_BY_HOP = {b"proxy-authorization", b"proxy-authenticate", b"proxy-connection",
+               b"connection", b"keep-alive", b"te", b"trailer", b"upgrade", b"host",
+               b"transfer-encoding", b"content-length"}
 _METHODS = {b"GET", b"HEAD", b"POST"}
 
 
@@ -301,9 +306,12 @@ def _status(code: int, reason: str, extra: bytes = b"") -> bytes:
 
 class HttpRequest(ServerHandshake):
     """An HTTP proxy request: CONNECT host:port, or GET, HEAD or POST of an
-    absolute http:// URI (sent on to the origin server as its own request,
-    one per connection: ``Connection: close``).  With credentials, each
-    request must carry them (``Proxy-Authorization: Basic``)."""
+    absolute http:// URI, sent on to the origin server as its own request,
+    one per connection (``Connection: close``): its head (``first``) and
+    ``body_length`` bytes of body, then nothing more of what the client
+    sends (a next request on the connection never reaches that server).
+    With credentials, each request must carry them
+    (``Proxy-Authorization: Basic``)."""
 
     def __init__(self, credentials: Optional[tuple[str, str]] = None) -> None:
         super().__init__()
@@ -344,7 +352,7 @@ class HttpRequest(ServerHandshake):
         headers = []
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
+            if not sep or not name or name != name.strip() or b"\r" in line:
                 raise Refused("malformed request header", _status(400, "Bad Request"))
             headers.append((name.lower(), name, value.strip()))
         self._check_credentials(headers)
@@ -385,15 +393,16 @@ class HttpRequest(ServerHandshake):
         if b"@" in authority:
             raise Refused("credentials in the URI", _status(400, "Bad Request"))
         self.host, self.port = _authority(authority, default=80)
-        out = [method + b" " + path + b" " + version]
-        has_host = False
+        self.body_length = _body_length(headers)
+        listed = {token.strip().lower() for lower, _, value in headers if lower == b"connection"
+                  for token in value.split(b",")}
+        out = [method + b" " + path + b" " + version, b"Host: " + authority]
         for lower, name, value in headers:
-            if lower in _HOP_BY_HOP:
+            if lower in _HOP_BY_HOP or lower in listed:
                 continue
-            has_host = has_host or lower == b"host"
             out.append(name + b": " + value)
-        if not has_host:
-            out.append(b"Host: " + authority)
+        if self.body_length:
+            out.append(b"Content-Length: %d" % self.body_length)
         out.append(b"Connection: close")
         self.first = b"\r\n".join(out) + b"\r\n\r\n"
 
@@ -404,6 +413,18 @@ class HttpRequest(ServerHandshake):
         if code == errno.ETIMEDOUT:
             return _status(504, "Gateway Timeout")
         return _status(502, "Bad Gateway")
+
+
+def _body_length(headers: list[tuple[bytes, bytes, bytes]]) -> int:
+    """The body a passed-on request carries: its Content-Length (one value)."""
+    if any(lower == b"transfer-encoding" for lower, _, _ in headers):
+        raise Refused("a chunked request body", _status(411, "Length Required"))
+    lengths = {value for lower, _, value in headers if lower == b"content-length"}
+    if not lengths:
+        return 0
+    if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+        raise Refused("a bad Content-Length", _status(400, "Bad Request"))
+    return int(next(iter(lengths)))
 
 
 def _authority(text: bytes, default: Optional[int]) -> tuple[str, int]:

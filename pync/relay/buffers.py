@@ -86,10 +86,11 @@ class MemoryBuffer:
             self.view[:n] = self.view[self.start:self.end]
             self.start, self.end = 0, n
 
-    def fill(self, src: Stream) -> int:
-        """Read once from src; 0 means end of stream."""
+    def fill(self, src: Stream, limit: Optional[int] = None) -> int:
+        """Read once from src (at most limit bytes); 0 means end of stream."""
         self._make_room()
-        n = src.read_into(self.view[self.end:])
+        stop = self.size if limit is None else min(self.size, self.end + limit)
+        n = src.read_into(self.view[self.end:stop])
         self.end += n
         return n
 
@@ -126,9 +127,9 @@ class MemoryBuffer:
 class PipeBuffer:
     """Pending bytes held in a pipe of pync's own, moved with splice()."""
 
-    def __init__(self, src_is_socket: bool = False) -> None:
+    def __init__(self, src_is_socket: bool = False, grown: bool = True) -> None:
         self._plat = backend()
-        self.r, self.w, self.size = self._plat.new_pipe()
+        self.r, self.w, self.size = self._plat.new_pipe(grown)
         self.level = 0
         self.full = False  # the pipe refused more although level < size
         # A socket source is non-blocking, so a plain read may stand in for
@@ -193,6 +194,10 @@ class PipeBuffer:
     def clear(self) -> None:
         self.level = 0
         self.full = False
+
+    def grow(self) -> None:
+        """A pipe made small (one of many pairs') grows for a bulk flow."""
+        self.size = self._plat.grow_pipe_to(self.w)
 
     def close(self) -> None:
         for fd in (self.r, self.w):
@@ -319,16 +324,18 @@ def _regular_file(fd: Optional[int]) -> bool:
         return False
 
 
-def new_buffer(src: Stream, dst: Stream, transform: bool, memory_size: int = BUFSIZE):
+def new_buffer(src: Stream, dst: Stream, transform: bool, memory_size: int = BUFSIZE,
+               pipe_grows: bool = True):
     """The buffer for one direction: sendfile from a file to a socket, a pipe
-    when splice can do the moving, else memory (``memory_size`` bytes)."""
+    when splice can do the moving (at once as large as allowed, unless not
+    ``pipe_grows``), else memory (``memory_size`` bytes)."""
     plat = backend()
     if (not transform and zero_copy_allowed() and src.zero_copy and dst.zero_copy
             and plat.can_splice(src.read_fd, False) and plat.can_splice(dst.write_fd, True)):
         if plat.sendfile_to_socket and _regular_file(src.read_fd) and is_socket(dst.write_fd):
             return FileSendBuffer(local_peer=_same_host(dst))
         try:
-            return PipeBuffer(src_is_socket=is_socket(src.read_fd))
+            return PipeBuffer(src_is_socket=is_socket(src.read_fd), grown=pipe_grows)
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE):
                 raise

@@ -15,6 +15,11 @@ it waits on, and the hub calls it when they are ready.
 * ``soon(handler)``: call ``handler.on_ready(None, EVENT_READ)`` without
   waiting (a TLS stream holds bytes its socket no longer signals).
 
+A handler whose ``on_ready`` raises is given to its ``failed(exc)`` (it ends
+that one connection, which is then reported), so no client can end the
+loop.  An event for a descriptor forgotten since the wait returned is
+dropped: its number may already be another connection's.
+
 The wait is the platform's for many descriptors (epoll on Linux, selectors
 elsewhere).  Nothing here blocks but the wait itself.
 """
@@ -59,6 +64,7 @@ class Hub:
         self._order = itertools.count()
         self._soon: dict[int, Handler] = {}
         self._active = 0  # descriptors waited on
+        self._stale: set[int] = set()  # forgotten since the wait returned
         self._closed = False
         self.stopped = False
 
@@ -87,6 +93,7 @@ class Hub:
         """fd is about to be closed: no more events for it."""
         if fd is None:
             return
+        self._stale.add(fd)
         old = self._watched.pop(fd, None)
         if old is not None and old[0]:
             self._active -= 1
@@ -129,17 +136,29 @@ class Hub:
         else:
             self._plat.sleep(timeout)
             ready = []
+        self._stale.clear()
         for fd, events in ready:
+            if fd in self._stale:
+                continue  # closed (and its number maybe reused) since the wait
             entry = self._watched.get(fd)
             if entry is not None and entry[0] & events:
-                entry[1].on_ready(fd, events & entry[0])
+                self._dispatch(entry[1], fd, events & entry[0])
         if self._soon:
             due, self._soon = self._soon, {}
             for handler in due.values():
-                handler.on_ready(None, EVENT_READ)
+                self._dispatch(handler, None, EVENT_READ)
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, timer = heapq.heappop(self._timers)
             callback, timer.callback = timer.callback, None
             if callback is not None:
                 callback()
+
+    def _dispatch(self, handler: Handler, fd: Optional[int], events: int) -> None:
+        try:
+            handler.on_ready(fd, events)
+        except Exception as exc:  # one connection's trouble (a TLS alert, say) is its own
+            failed = getattr(handler, "failed", None)
+            if failed is None:
+                raise
+            failed(exc)

@@ -68,6 +68,15 @@ class Stream:
     def shutdown_write(self) -> None:
         """Send end-of-stream to the other side while still reading (-N)."""
 
+    # Seconds shutdown_write() may wait for room to send what ends the stream
+    # (TLS's close_notify); a hub, which must not stall, sets 0 and calls
+    # shutdown_write() again when the socket is writable, while closing().
+    close_wait: float = 0.0
+
+    def closing(self) -> bool:
+        """shutdown_write() was asked for but has not all gone out yet."""
+        return False
+
     def close(self) -> None:
         """Release what this Stream owns."""
 

@@ -193,6 +193,7 @@ class TlsStream(SocketStream):
 
     zero_copy = False
     holds_bytes = True
+    close_wait = HANDSHAKE_TIMEOUT
 
     def wake_at(self, nbytes: int) -> bool:
         return False  # records and pending(): the relay must see each one
@@ -303,7 +304,7 @@ class TlsStream(SocketStream):
         self._notify()
         tls = self.tls
         try:
-            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+            deadline = time.monotonic() + self.close_wait
             while not tls.flush():
                 left = deadline - time.monotonic()
                 if left <= 0 or wait_fd(tls.sock, EVENT_WRITE | EVENT_READ,
@@ -313,6 +314,9 @@ class TlsStream(SocketStream):
             pass  # the peer is gone: nothing more to send
         self.fin_sent = True
         super().shutdown_write()
+
+    def closing(self) -> bool:
+        return self.half_close and not self.fin_sent
 
     def _notify(self) -> None:
         """Queue close_notify (OpenSSL sends it once; pync never waits for the peer's)."""

@@ -43,11 +43,6 @@ def open_sockets(pid: int) -> int:
     return sum(target.startswith("socket:") for target in open_fds(pid).values())
 
 
-def stop(proc: Proc) -> None:
-    proc.p.terminate()
-    assert proc.wait() == 143
-
-
 def test_uppercase_server_serves_clients_at_once():
     server, port = start_listener("-k", "-c", "tr a-z A-Z")
     try:
@@ -61,7 +56,7 @@ def test_uppercase_server_serves_clients_at_once():
             assert recv_all(s) == b"HELLO %d\n" % i
             s.close()
     finally:
-        stop(server)
+        server.stop()
 
 
 def test_sort_answers_after_half_close():
@@ -156,7 +151,7 @@ def test_no_zombies_or_leaked_descriptors_after_many_connections(pync_backend):
         assert children_of(server.p.pid) == []
         assert open_sockets(server.p.pid) == base
     finally:
-        stop(server)
+        server.stop()
 
 
 def test_sigterm_ends_workers_and_children():
@@ -188,7 +183,7 @@ def test_max_conns_limits_concurrent_children():
         assert recv_all(first) == b""
         first.close()
     finally:
-        stop(server)
+        server.stop()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -39,12 +38,6 @@ def tls_line(fp: str = "", alpn: str = "") -> str:
     if fp:
         text += re.escape(f", peer certificate {fp}")
     return text + r"\n"
-
-
-def stop(proc: Proc) -> None:
-    """End a -k listener: SIGTERM, status 128+15."""
-    proc.p.send_signal(signal.SIGTERM)
-    assert proc.wait() == (128 + signal.SIGTERM if os.name != "nt" else 1)
 
 
 # -- data -------------------------------------------------------------------
@@ -232,7 +225,7 @@ def test_temporary_certificate_can_be_pinned():
         assert (second.returncode, second.stderr) == (0, b"")
         listener.wait_stdout("one\ntwo\n")
     finally:
-        stop(listener)
+        listener.stop()
     assert bytes(listener.out) == b"one\ntwo\n"
     assert len(re.findall(rb"TLS certificate \(temporary", bytes(listener.err))) == 1
 
@@ -249,7 +242,7 @@ def test_temporary_certificate_is_one_for_all_exec_sessions():
             seen.append(re.search(r"peer certificate (sha256:[0-9a-f]{64})\n",
                                   r.stderr.decode()).group(1))
     finally:
-        stop(listener)
+        listener.stop()
     assert seen[0] == seen[1]
 
 
@@ -395,7 +388,7 @@ def test_keep_open_listener_survives_plain_tcp_client(certs):
         listener.wait_stdout("proper client\n")
         assert listener.running()
     finally:
-        stop(listener)
+        listener.stop()
     assert bytes(listener.out) == b"proper client\n"
     err = bytes(listener.err).decode()
     assert re.fullmatch(
@@ -417,5 +410,5 @@ def test_keep_open_listener_survives_silent_close(certs):
         assert (r.returncode, r.stderr) == (0, b"")
         listener.wait_stdout("next\n")
     finally:
-        stop(listener)
+        listener.stop()
     assert bytes(listener.out) == b"next\n"

@@ -44,12 +44,6 @@ def start(*args: str) -> tuple[Proc, int]:
     return proc, int(proc.wait_stderr(r"Listening on \S+ (\d+)\n").group(1))
 
 
-def stop(proc: Proc) -> None:
-    proc.p.terminate()
-    assert proc.wait() == 143, bytes(proc.err)
-    assert b"Traceback" not in bytes(proc.err)
-
-
 def curl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([tool("curl"), "-sS", "--max-time", "10", *args],
                           capture_output=True, timeout=TIMEOUT)
@@ -63,7 +57,7 @@ def test_twenty_curls_at_once_through_the_forwarder(web):
         results = run_in_threads([lambda: curl(f"http://127.0.0.1:{port}/index.txt")
                                   for _ in range(20)], width=20)
     finally:
-        stop(fwd)
+        fwd.stop()
     assert [(r.returncode, r.stdout) for r in results] == [(0, BODY)] * 20
 
 
@@ -100,7 +94,7 @@ def test_64_mib_between_two_ncs(blob, tmp_path, way):
             assert client.returncode == 0
             assert server.wait(TIMEOUT) == 0
         finally:
-            stop(fwd)
+            fwd.stop()
             if server.poll() is None:
                 server.kill()
     assert hashlib.sha256(received.read_bytes()).hexdigest() == digest
@@ -130,7 +124,7 @@ def test_tls_termination_with_curl_and_openssl(web, certs):
         assert s.returncode == 0, s.stderr
         assert s.stdout.endswith(BODY)
     finally:
-        stop(fwd)
+        fwd.stop()
 
 
 def test_tls_termination_with_a_temporary_certificate(web):
@@ -140,7 +134,7 @@ def test_tls_termination_with_a_temporary_certificate(web):
         r = curl("-k", f"https://127.0.0.1:{port}/index.txt")
         assert (r.returncode, r.stdout) == (0, BODY), r.stderr
     finally:
-        stop(fwd)
+        fwd.stop()
 
 
 def test_the_outbound_leg_through_a_socks5_proxy(web):
@@ -154,7 +148,7 @@ def test_the_outbound_leg_through_a_socks5_proxy(web):
             r = curl(f"http://127.0.0.1:{fport}/index.txt")
             assert (r.returncode, r.stdout) == (0, BODY), r.stderr
         finally:
-            stop(fwd)
+            fwd.stop()
     finally:
         socks.p.terminate()
         socks.wait()
@@ -169,7 +163,7 @@ def test_curl_get_and_connect_through_the_http_proxy(web):
         get = curl("-x", f"http://127.0.0.1:{port}", url)
         tunnel = curl("-p", "-x", f"http://127.0.0.1:{port}", url)
     finally:
-        stop(proxy)
+        proxy.stop()
     assert (get.returncode, get.stdout) == (0, BODY), get.stderr
     assert (tunnel.returncode, tunnel.stdout) == (0, BODY), tunnel.stderr
 
@@ -183,7 +177,7 @@ def test_curl_with_and_without_the_http_proxys_password(web):
         wrong = curl("-x", f"http://alice:nope@127.0.0.1:{port}", "-o", os.devnull,
                      "-w", "%{http_code}", url)
     finally:
-        stop(proxy)
+        proxy.stop()
     assert (ok.returncode, ok.stdout) == (0, BODY), ok.stderr
     assert wrong.stdout == b"407"
     assert b"s3cret" not in bytes(proxy.err) and b"nope" not in bytes(proxy.err)
@@ -196,7 +190,7 @@ def test_curl_through_the_socks_proxy(web, flag, kind):
     try:
         r = curl(flag, f"127.0.0.1:{port}", f"http://localhost:{web}/index.txt")
     finally:
-        stop(proxy)
+        proxy.stop()
     assert (r.returncode, r.stdout) == (0, BODY), r.stderr
 
 
@@ -208,7 +202,7 @@ def test_curl_with_a_wrong_socks5_password_is_refused(web):
         wrong = curl("--socks5-hostname", f"alice:nope@127.0.0.1:{port}",
                      f"http://localhost:{web}/index.txt")
     finally:
-        stop(proxy)
+        proxy.stop()
     assert (ok.returncode, ok.stdout) == (0, BODY), ok.stderr
     assert wrong.returncode != 0 and wrong.stdout == b""
 
@@ -222,6 +216,6 @@ def test_ncat_as_the_client(web, kind):
                            input=b"GET /index.txt HTTP/1.0\r\n\r\n", capture_output=True,
                            timeout=TIMEOUT)
     finally:
-        stop(proxy)
+        proxy.stop()
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(b"HTTP/1.0 200 ") and r.stdout.endswith(BODY)

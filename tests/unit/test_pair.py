@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import ssl
 import threading
 
 import pytest
-from pynctest import TIMEOUT, recv_all
+from pynctest import TIMEOUT, Certs, recv_all, wait_until
 
 from pync.platform import backend
 from pync.relay.buffers import MemoryBuffer, PipeBuffer
 from pync.relay.hub import Hub
 from pync.relay.pair import Pair
 from pync.relay.streams import SocketStream
+from pync.relay.tls import TlsSession, TlsStream, wait_fd
 
 needs_splice = pytest.mark.skipif(not backend().zero_copy, reason="splice(): Linux's")
 
@@ -115,3 +117,76 @@ def test_where_splice_cannot_go_the_bytes_go_through_bounded_memory(monkeypatch)
     finally:
         client.close()
         server.close()
+
+
+def _tls_server_side(sock: socket.socket, client: socket.socket,
+                     certs: Certs) -> tuple[TlsSession, ssl.SSLSocket]:
+    """A TLS session (pync's, over memory BIOs) on sock, its handshake done
+    with client (made an ssl.SSLSocket, in a thread); both."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    ctx.num_tickets = 0  # nothing after the handshake but what the test sends
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = TlsSession(sock, ctx.wrap_bio(incoming, outgoing, server_side=True),
+                     incoming, outgoing)
+    sock.setblocking(False)
+    cctx = ssl.create_default_context(cafile=certs.ca)
+    done: list[ssl.SSLSocket] = []
+    shaker = threading.Thread(target=lambda: done.append(
+        cctx.wrap_socket(client, server_hostname="localhost")), daemon=True)
+    shaker.start()
+    while wait := tls.advance_handshake():
+        wait_fd(sock, wait, TIMEOUT)
+    shaker.join(TIMEOUT)
+    assert done
+    return tls, done[0]
+
+
+def test_a_tls_close_notify_that_does_not_fit_waits_for_room_not_the_hub(tmp_path):
+    """The destination ends its stream while the TLS client's socket is
+    full: close_notify (then FIN) goes when the socket has room, and
+    meanwhile the hub serves everyone else."""
+    certs = Certs(str(tmp_path))
+    client, a = tcp_pair()
+    b, server = tcp_pair()
+    client2, a2 = tcp_pair()
+    b2, server2 = tcp_pair()
+    tls, client = _tls_server_side(a, client, certs)
+    filler = 0
+    while True:  # fill the TLS client's way to the brim (it reads nothing yet)
+        try:
+            filler += a.send(b"\0" * 65536)
+        except BlockingIOError:
+            break
+    hub = Hub()
+    ended: list[str] = []
+
+    def on_end(pair: Pair, why: str) -> None:
+        ended.append(why)
+        hub.stop()
+
+    stream = TlsStream(tls, "a")
+    Pair(hub, stream, SocketStream(b, "b"), on_end=on_end)
+    Pair(hub, SocketStream(a2, "a2"), SocketStream(b2, "b2"))
+    thread = threading.Thread(target=hub.run, daemon=True)
+    thread.start()
+    raw = socket.socket(fileno=os.dup(client.fileno()))
+    try:
+        server.shutdown(socket.SHUT_WR)  # the destination's end: close_notify is due
+        wait_until(lambda: stream.half_close, what="the end of stream passed on")
+        assert stream.closing()  # no room: close_notify waits ...
+        client2.sendall(b"ping")  # ... and the hub goes on with the others
+        server2.settimeout(TIMEOUT)
+        assert server2.recv(4) == b"ping"
+        got = recv_all(raw)  # room at last: the filler, close_notify, then FIN
+        assert got[:filler] == b"\0" * filler
+        assert got[filler:filler + 3] in (b"\x15\x03\x03", b"\x17\x03\x03")  # one record
+        assert len(got) == filler + 5 + int.from_bytes(got[filler + 3:filler + 5], "big")
+        raw.shutdown(socket.SHUT_WR)
+        assert recv_all(server) == b""
+        thread.join(TIMEOUT)
+        assert ended == ["closed"]
+    finally:
+        hub.stop()
+        for s in (raw, client, server, client2, server2):
+            s.close()

@@ -164,6 +164,32 @@ def test_http_get_goes_on_as_the_origin_servers_own_request():
     assert p.failed(errno.ETIMEDOUT).startswith(b"HTTP/1.0 504 ")
 
 
+def test_http_hop_by_hop_headers_stop_at_the_proxy_and_the_uri_names_the_host():
+    p = HttpRequest()
+    p.feed(b"POST http://origin.test:8080/form HTTP/1.1\r\nHost: elsewhere.test\r\n"
+           b"Connection: keep-alive, X-Secret\r\nX-Secret: for the proxy only\r\n"
+           b"Keep-Alive: 300\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\n"
+           b"Content-Length: 5\r\nX-Kept: yes\r\n\r\nhelloGET http://origin.test/ HTTP/1.1")
+    assert (p.host, p.port, p.body_length) == ("origin.test", 8080, 5)
+    assert p.first == (b"POST /form HTTP/1.1\r\nHost: origin.test:8080\r\nX-Kept: yes\r\n"
+                       b"Content-Length: 5\r\nConnection: close\r\n\r\n")
+    # the body, then the client's next request: the relay passes on only body_length
+    assert p.leftover == b"helloGET http://origin.test/ HTTP/1.1"
+
+
+@pytest.mark.parametrize("headers, status", [
+    (b"Transfer-Encoding: chunked\r\n", b"411"),
+    (b"Content-Length: 5\r\nContent-Length: 6\r\n", b"400"),
+    (b"Content-Length: -1\r\n", b"400"),
+    (b"Content-Length: 0x10\r\n", b"400"),
+    (b"X-Bad: a\rb\r\n", b"400"),
+])
+def test_http_bodies_it_cannot_delimit_are_refused(headers, status):
+    with pytest.raises(Refused) as exc:
+        HttpRequest().feed(b"POST http://h/ HTTP/1.1\r\n" + headers + b"\r\n")
+    assert exc.value.reply.startswith(b"HTTP/1.0 " + status + b" ")
+
+
 @pytest.mark.parametrize("auth", [None, b"Basic " + base64.b64encode(b"alice:wrong"),
                                   b"Digest abc"])
 def test_http_credentials_required(auth):
