@@ -148,7 +148,12 @@ class HubListener:
             where = describe_peer(peer, self.numeric, self.unix_path)
             self.report.received(where)
             sock.setblocking(False)
-            self.on_client(sock, where)
+            try:
+                self.on_client(sock, where)
+            except Exception as exc:  # that client's setup: it alone is dropped
+                self.hub.forget(sock.fileno())
+                sock.close()
+                self.report.client_failed(where, f"dropped: {exc}")
 
     def _resume(self) -> None:
         self.hub.watch(self.server.fileno(), EVENT_READ, self)

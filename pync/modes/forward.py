@@ -185,7 +185,7 @@ class ForwardedClient:
         self.tls = begin_handshake(self.sock, self.fwd.tls_context, opts, server_side=True)
         limit = float(opts.wait) if opts.wait else HANDSHAKE_TIMEOUT
         self.timer = self.fwd.hub.call_at(time.monotonic() + limit, self._tls_timed_out)
-        self.on_ready(None, 0)
+        self.fwd.hub.soon(self)  # the handshake's first step, in the loop
 
     def on_ready(self, fd: Optional[int], events: int) -> None:
         """The TLS handshake moves on (the only phase that waits on the client)."""

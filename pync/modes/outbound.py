@@ -112,7 +112,8 @@ class Connector:
         self._connected()
 
     def failed(self, exc: BaseException) -> None:
-        self._finish_fail(str(exc), getattr(exc, "errno", None) or errno.EIO)
+        if not self.over:  # else it was handed over: on_done's trouble, not ours
+            self._finish_fail(str(exc), getattr(exc, "errno", None) or errno.EIO)
 
     def _address_failed(self, err: int) -> None:
         """One address refused (or timed out): say so under -v, as nc."""

@@ -157,7 +157,7 @@ class ProxiedClient:
             from .tls import begin_handshake
             self.tls = begin_handshake(sock, server.tls_context, server.opts, server_side=True)
             self.phase = "tls"
-        self.on_ready(None, EVENT_READ)
+        self.hub.soon(self)  # the first read, in the loop (whose failed() answers for it)
 
     # -- the hub's calls --------------------------------------------------------
     def on_ready(self, fd: Optional[int], events: int) -> None:
@@ -256,18 +256,18 @@ class ProxiedClient:
         return True
 
     def _client_waits(self) -> None:
-        """While the tunnel is made: has the client left (EOF, a reset)?
-        Bytes it sends early stay where they are, for the tunnel."""
+        """While the tunnel is made: has the client left (a reset)?  Bytes
+        it sends early, and its end of stream (a half-close, as ``nc -N``
+        sends after its request: it still wants the answer), stay where
+        they are, for the tunnel."""
         try:
-            left = not self.sock.recv(1, socket.MSG_PEEK)
+            self.sock.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            left = True
-        if left:
             self._drop("left before its tunnel was open")
-        else:
-            self.hub.watch(self.sock.fileno(), 0, self)
+            return
+        self.hub.watch(self.sock.fileno(), 0, self)
 
     def _connect_timed_out(self) -> None:
         self.timer = None
@@ -343,7 +343,7 @@ class ProxiedClient:
             pass
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.hub.call_at(time.monotonic() + LINGER, lambda: self._close())
+        self.timer = self.hub.call_at(time.monotonic() + LINGER, self._close)
         self.hub.watch(self.sock.fileno(), EVENT_READ, self)
         self._drain()
 

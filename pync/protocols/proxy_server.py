@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import errno
 import ipaddress
+import re
 import struct
 
 TYPE_CHECKING = False
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 HEAD_MAX = 16 * 1024   # an HTTP request head: request line and headers
 HEADERS_MAX = 100
+CONTENT_LENGTH_DIGITS = 18  # more is no body anyone sends (and int() refuses > 4300)
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # in a request line or a header value
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header's name (RFC 9110)
 FIELD_MAX = 255        # a SOCKS user, password or host name
 
 # SOCKS5 reply codes (RFC 1928)
@@ -346,15 +350,16 @@ class HttpRequest(ServerHandshake):
             raise Refused("too many request headers",
                           _status(431, "Request Header Fields Too Large"))
         parts = lines[0].split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        if len(parts) != 3 or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1") \
+                or _CONTROL.search(lines[0]):
             raise Refused("not an HTTP request", _status(400, "Bad Request"))
         method, target, version = parts
         headers = []
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip() or b"\r" in line:
+            if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value.replace(b"\t", b" ")):
                 raise Refused("malformed request header", _status(400, "Bad Request"))
-            headers.append((name.lower(), name, value.strip()))
+            headers.append((name.lower(), name, value.strip(b" \t")))
         self._check_credentials(headers)
         if method == b"CONNECT":
             self.host, self.port = _authority(target, default=None)
@@ -393,7 +398,8 @@ class HttpRequest(ServerHandshake):
         if b"@" in authority:
             raise Refused("credentials in the URI", _status(400, "Bad Request"))
         self.host, self.port = _authority(authority, default=80)
-        self.body_length = _body_length(headers)
+        length = _body_length(headers)
+        self.body_length = length or 0
         listed = {token.strip().lower() for lower, _, value in headers if lower == b"connection"
                   for token in value.split(b",")}
         out = [method + b" " + path + b" " + version, b"Host: " + authority]
@@ -401,8 +407,8 @@ class HttpRequest(ServerHandshake):
             if lower in _HOP_BY_HOP or lower in listed:
                 continue
             out.append(name + b": " + value)
-        if self.body_length:
-            out.append(b"Content-Length: %d" % self.body_length)
+        if length is not None:  # as the client gave it (a POST's 0 too)
+            out.append(b"Content-Length: %d" % length)
         out.append(b"Connection: close")
         self.first = b"\r\n".join(out) + b"\r\n\r\n"
 
@@ -415,16 +421,18 @@ class HttpRequest(ServerHandshake):
         return _status(502, "Bad Gateway")
 
 
-def _body_length(headers: list[tuple[bytes, bytes, bytes]]) -> int:
-    """The body a passed-on request carries: its Content-Length (one value)."""
+def _body_length(headers: list[tuple[bytes, bytes, bytes]]) -> Optional[int]:
+    """The body a passed-on request carries: its Content-Length (one value;
+    None without one)."""
     if any(lower == b"transfer-encoding" for lower, _, _ in headers):
         raise Refused("a chunked request body", _status(411, "Length Required"))
     lengths = {value for lower, _, value in headers if lower == b"content-length"}
     if not lengths:
-        return 0
-    if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+        return None
+    value = next(iter(lengths))
+    if len(lengths) > 1 or not value.isdigit() or len(value) > CONTENT_LENGTH_DIGITS:
         raise Refused("a bad Content-Length", _status(400, "Bad Request"))
-    return int(next(iter(lengths)))
+    return int(value)
 
 
 def _authority(text: bytes, default: Optional[int]) -> tuple[str, int]:

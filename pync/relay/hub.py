@@ -10,14 +10,16 @@ it waits on, and the hub calls it when they are ready.
 * ``watch(fd, events, handler)`` sets what fd is waited for (0: nothing);
   ``forget(fd)`` before it is closed.  ``handler.on_ready(fd, events)`` is
   called when it is ready.
-* ``call_at(when, callback)`` runs a callback at a time (connect and idle
-  timeouts), unless the Timer it returns is cancelled.
+* ``call_at(when, callback, owner)`` runs a callback at a time (connect
+  and idle timeouts), unless the Timer it returns is cancelled; its owner
+  (the handler, where the callback is not one of its methods) answers for
+  what it raises.
 * ``soon(handler)``: call ``handler.on_ready(None, EVENT_READ)`` without
   waiting (a TLS stream holds bytes its socket no longer signals).
 
-A handler whose ``on_ready`` raises is given to its ``failed(exc)`` (it ends
-that one connection, which is then reported), so no client can end the
-loop.  An event for a descriptor forgotten since the wait returned is
+A handler whose ``on_ready`` (or timer) raises is given to its
+``failed(exc)`` (it ends that one connection, which is then reported), so
+no client can end the loop.  An event for a descriptor forgotten since the wait returned is
 dropped: its number may already be another connection's.
 
 The wait is the platform's for many descriptors (epoll on Linux, selectors
@@ -43,11 +45,13 @@ if TYPE_CHECKING:
 class Timer:
     """A callback due at a time; ``cancel()`` before it is due and it never runs."""
 
-    __slots__ = ("callback", "when")
+    __slots__ = ("callback", "owner", "when")
 
-    def __init__(self, when: float, callback: Optional[Callable[[], None]]) -> None:
+    def __init__(self, when: float, callback: Optional[Callable[[], None]],
+                 owner: object = None) -> None:
         self.when = when
         self.callback = callback
+        self.owner = owner if owner is not None else getattr(callback, "__self__", None)
 
     def cancel(self) -> None:
         self.callback = None
@@ -100,8 +104,9 @@ class Hub:
             if not self._closed:
                 self.waiter.unregister(fd)
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
-        timer = Timer(when, callback)
+    def call_at(self, when: float, callback: Callable[[], None],
+                owner: object = None) -> Timer:
+        timer = Timer(when, callback, owner)
         heapq.heappush(self._timers, (when, next(self._order), timer))
         return timer
 
@@ -152,13 +157,22 @@ class Hub:
             _, _, timer = heapq.heappop(self._timers)
             callback, timer.callback = timer.callback, None
             if callback is not None:
-                callback()
+                try:
+                    callback()
+                except Exception as exc:
+                    self._failed(timer.owner, exc)
 
     def _dispatch(self, handler: Handler, fd: Optional[int], events: int) -> None:
         try:
             handler.on_ready(fd, events)
-        except Exception as exc:  # one connection's trouble (a TLS alert, say) is its own
-            failed = getattr(handler, "failed", None)
-            if failed is None:
-                raise
-            failed(exc)
+        except Exception as exc:
+            self._failed(handler, exc)
+
+    @staticmethod
+    def _failed(handler: object, exc: Exception) -> None:
+        """One connection's trouble (a TLS alert, say) is its own: its
+        handler's failed() ends it; without one, the error is the loop's."""
+        failed = getattr(handler, "failed", None)
+        if failed is None:
+            raise exc
+        failed(exc)

@@ -111,7 +111,7 @@ class Pair:
             if events & EVENT_WRITE and fd == side.dst.write_fd:
                 if side.dst_open:
                     self._write(side)
-                elif side.dst.closing():
+                elif side.dst.closing() & EVENT_WRITE:
                     self._close_more(side.dst)
         self._step()
 
@@ -205,7 +205,7 @@ class Pair:
             # A request passed on is answered and the client told (FIN): what
             # it may still send is dropped until it closes, bounded.
             self._linger = self.hub.call_at(time.monotonic() + LINGER,
-                                            lambda: self.end("closed"))
+                                            lambda: self.end("closed"), self)
         want: dict[int, int] = {}
         for side in (self.ab, self.ba):
             if side.src_open and side.dst_open and side.buf.room and side.src.read_fd is not None:
@@ -214,7 +214,8 @@ class Pair:
                     self.hub.soon(self)  # TLS: decrypted bytes the socket no longer shows
             if side.dst.write_fd is not None and (
                     (side.dst_open and not side.empty)
-                    or (not side.dst_open and self.gone is None and side.dst.closing())):
+                    or (not side.dst_open and self.gone is None
+                        and side.dst.closing() & EVENT_WRITE)):
                 want[side.dst.write_fd] = want.get(side.dst.write_fd, 0) | EVENT_WRITE
         for stream in (self.a, self.b):
             fd = stream.read_fd
@@ -222,9 +223,8 @@ class Pair:
                 self.hub.watch(fd, want.get(fd, 0), self)
 
     def failed(self, exc: BaseException) -> None:
-        """Something no side's error explains: both sides end with a reset."""
-        if self.gone is None:
-            self.gone = self.a
+        """Something no side's error explains: both sides end with a reset
+        (each once what it was given has left)."""
         self.end("reset")
 
     # -- ending ---------------------------------------------------------------
@@ -270,7 +270,7 @@ class Pair:
             stream.close()
         elif unsent > 0 and time.monotonic() < deadline:
             self.hub.call_at(time.monotonic() + RESET_POLL,
-                             lambda: self._abort_once_sent(stream, deadline))
+                             lambda: self._abort_once_sent(stream, deadline), self)
         else:
             plat.abort(stream.sock)
 

@@ -70,12 +70,15 @@ class Stream:
 
     # Seconds shutdown_write() may wait for room to send what ends the stream
     # (TLS's close_notify); a hub, which must not stall, sets 0 and calls
-    # shutdown_write() again when the socket is writable, while closing().
+    # shutdown_write() again when closing() says the socket has room.
     close_wait: float = 0.0
 
-    def closing(self) -> bool:
-        """shutdown_write() was asked for but has not all gone out yet."""
-        return False
+    def closing(self) -> int:
+        """What shutdown_write() asked for that has not all gone out yet
+        waits for: 0, nothing (done, or never asked); EVENT_WRITE, room in
+        the socket (call shutdown_write() again then); EVENT_READ, the
+        relay reading what this end holds (the read finishes it)."""
+        return 0
 
     def close(self) -> None:
         """Release what this Stream owns."""

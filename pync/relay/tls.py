@@ -315,8 +315,12 @@ class TlsStream(SocketStream):
         self.fin_sent = True
         super().shutdown_write()
 
-    def closing(self) -> bool:
-        return self.half_close and not self.fin_sent
+    def closing(self) -> int:
+        if not self.half_close or self.fin_sent:
+            return 0
+        # close_notify queued but not all sent: room; not queued yet, since
+        # OpenSSL holds bytes unread (its shutdown would drop them): a read
+        return EVENT_WRITE if self.notified else EVENT_READ
 
     def _notify(self) -> None:
         """Queue close_notify (OpenSSL sends it once; pync never waits for the peer's)."""

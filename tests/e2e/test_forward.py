@@ -182,6 +182,7 @@ def test_a_reset_by_the_destination_resets_the_client_after_its_bytes(pync_backe
         fwd.stop()
 
 
+@linux_only  # the test's own look at the destination's send queue (SIOCOUTQ)
 def test_a_reset_comes_only_after_a_slow_client_has_read_everything(pync_backend):
     """The destination sends 256 KiB and resets while the client is not
     reading: much of it is then in pync's buffers and its socket's send

@@ -191,16 +191,38 @@ def test_a_chunked_request_is_refused_with_411():
         proxy.stop()
 
 
+def test_a_content_length_past_reason_gets_400_and_the_proxy_goes_on():
+    """Python's int() refuses a 5,000-digit number with its own error: that
+    must be the client's 400, not the proxy's end."""
+    srv = echo_upper()
+    proxy, port = start_proxy("connect")
+    try:
+        with connect(port) as s:
+            s.sendall(b"POST http://127.0.0.1:9/ HTTP/1.1\r\nContent-Length: " + b"9" * 5000
+                      + b"\r\n\r\n")
+            assert recv_all(s).startswith(b"HTTP/1.0 400 Bad Request\r\n")
+        with connect(port) as s:  # the next client is served
+            s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\nhi" % srv.port)
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b"HTTP/1.0 200 Connection established\r\n\r\nHI"
+        srv.join()
+    finally:
+        proxy.stop()
+
+
 def test_a_client_that_leaves_during_the_connect_is_let_go():
-    """The destination never answers the connect; the client gives up: the
-    proxy drops that attempt at once (not after the connect's own timeout)."""
+    """The destination never answers the connect; the client gives up (a
+    reset): the proxy drops that attempt at once, not after the connect's
+    own timeout.  (A half-close is no leaving: see the test above.)"""
     keep: list[socket.socket] = []
     silent = filtered_port(keep)
     proxy, port = start_proxy("connect")
     try:
-        with connect(port) as s:
-            s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % silent)
-            proxy.wait_stderr(rf"request for 127\.0\.0\.1 {silent}\n")
+        s = connect(port)
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % silent)
+        proxy.wait_stderr(rf"request for 127\.0\.0\.1 {silent}\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
         proxy.wait_stderr(r"left before its tunnel was open\n")
     finally:
         proxy.stop()

@@ -17,7 +17,7 @@ import threading
 import pytest
 from pynctest import TIMEOUT, Certs, recv_all, wait_until
 
-from pync.platform import backend
+from pync.platform import EVENT_READ, EVENT_WRITE, backend
 from pync.relay.buffers import MemoryBuffer, PipeBuffer
 from pync.relay.hub import Hub
 from pync.relay.pair import Pair
@@ -174,7 +174,7 @@ def test_a_tls_close_notify_that_does_not_fit_waits_for_room_not_the_hub(tmp_pat
     try:
         server.shutdown(socket.SHUT_WR)  # the destination's end: close_notify is due
         wait_until(lambda: stream.half_close, what="the end of stream passed on")
-        assert stream.closing()  # no room: close_notify waits ...
+        assert stream.closing() == EVENT_WRITE  # no room: close_notify waits ...
         client2.sendall(b"ping")  # ... and the hub goes on with the others
         server2.settimeout(TIMEOUT)
         assert server2.recv(4) == b"ping"
@@ -190,3 +190,108 @@ def test_a_tls_close_notify_that_does_not_fit_waits_for_room_not_the_hub(tmp_pat
         hub.stop()
         for s in (raw, client, server, client2, server2):
             s.close()
+
+
+class SlowToEnd(SocketStream):
+    """An end whose end of stream goes out only once ``let_go`` is set (as
+    TLS's close_notify waits for room in the socket)."""
+
+    let_go = False
+    asked = sent = False
+
+    def shutdown_write(self) -> None:
+        self.asked = True
+        if self.let_go and not self.sent:
+            self.sent = True
+            super().shutdown_write()
+
+    def closing(self) -> int:
+        return EVENT_WRITE if self.asked and not self.sent else 0
+
+
+def test_a_pair_ends_only_once_each_end_of_stream_has_gone_out():
+    client, a = tcp_pair()
+    b, server = tcp_pair()
+    hub = Hub()
+    ended: list[str] = []
+
+    def on_end(pair: Pair, why: str) -> None:
+        ended.append(why)
+        hub.stop()
+
+    slow = SlowToEnd(a, "a")
+    Pair(hub, slow, SocketStream(b, "b"), on_end=on_end)
+    thread = threading.Thread(target=hub.run, daemon=True)
+    thread.start()
+    try:
+        server.shutdown(socket.SHUT_WR)
+        wait_until(lambda: slow.asked, what="the end of stream passed on")
+        client.shutdown(socket.SHUT_WR)
+        assert recv_all(server) == b""  # both ways are done but for a's end
+        assert not ended and slow.closing()
+        slow.let_go = True  # the next time a is writable it goes out
+        assert recv_all(client) == b""
+        assert slow.sent  # the client's EOF is that end of stream, not a close before it
+        thread.join(TIMEOUT)
+        assert ended == ["closed"]
+    finally:
+        hub.stop()
+        client.close()
+        server.close()
+
+
+def test_a_tls_end_put_off_for_unread_bytes_does_not_spin(tmp_path):
+    """The TLS client sent more than the destination reads, then the
+    destination ends its stream: close_notify must wait until OpenSSL's
+    decrypted bytes are read (its shutdown would drop them), and while it
+    waits, the pair is not woken at every turn of the loop."""
+    certs = Certs(str(tmp_path))
+    client, a = tcp_pair()
+    b, server = tcp_pair()
+    client2, a2 = tcp_pair()
+    b2, server2 = tcp_pair()
+    tls, client = _tls_server_side(a, client, certs)
+    hub = Hub()
+    stream = TlsStream(tls, "a")
+    pair = Pair(hub, stream, SocketStream(b, "b"))
+    Pair(hub, SocketStream(a2, "a2"), SocketStream(b2, "b2"))
+    wakes = [0]
+    real = pair.on_ready
+
+    def counted(fd, events) -> None:
+        wakes[0] += 1
+        real(fd, events)
+
+    pair.on_ready = counted  # type: ignore[method-assign]
+    thread = threading.Thread(target=hub.run, daemon=True)
+    thread.start()
+    try:
+        client.setblocking(False)
+        record = b"x" * 16384
+        # until every buffer on the way to the (unread) destination is full
+        wait_until(lambda: _send_some(client, record) == 0 and _send_some(client, record) == 0,
+                   what="the way to the destination full")
+        server.shutdown(socket.SHUT_WR)
+        wait_until(lambda: stream.closing() == EVENT_READ, what="close_notify put off")
+        # a is writable all along (its peer sends, and has read all there
+        # was): waiting for that would wake the pair at every turn
+        assert not hub._watched[a.fileno()][0] & EVENT_WRITE
+        before = wakes[0]
+        server2.settimeout(TIMEOUT)
+        for _ in range(50):  # the loop turns: other pairs move bytes
+            client2.sendall(b"ping")
+            assert server2.recv(4) == b"ping"
+        assert wakes[0] - before < 50
+    finally:
+        hub.stop()
+        for s in (client, server, client2, server2):
+            s.close()
+
+
+def _send_some(sock: ssl.SSLSocket, data: bytes) -> int:
+    """What a non-blocking send takes (0: nothing, the way is full), after a moment's wait."""
+    try:
+        return sock.send(data)
+    except (BlockingIOError, ssl.SSLWantWriteError):
+        wait_fd(sock, EVENT_WRITE, 0.2)
+        return 0

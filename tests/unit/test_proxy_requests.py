@@ -182,12 +182,38 @@ def test_http_hop_by_hop_headers_stop_at_the_proxy_and_the_uri_names_the_host():
     (b"Content-Length: 5\r\nContent-Length: 6\r\n", b"400"),
     (b"Content-Length: -1\r\n", b"400"),
     (b"Content-Length: 0x10\r\n", b"400"),
+    (b"Content-Length: " + b"9" * 5000 + b"\r\n", b"400"),  # int() itself refuses that
+    (b"Content-Length: " + b"9" * 19 + b"\r\n", b"400"),
     (b"X-Bad: a\rb\r\n", b"400"),
+    (b"X-Bad: a\x00b\r\n", b"400"),
+    (b"X Bad: a\r\n", b"400"),  # not a header name
+    (b"X-Bad\x01: a\r\n", b"400"),
 ])
 def test_http_bodies_it_cannot_delimit_are_refused(headers, status):
     with pytest.raises(Refused) as exc:
         HttpRequest().feed(b"POST http://h/ HTTP/1.1\r\n" + headers + b"\r\n")
     assert exc.value.reply.startswith(b"HTTP/1.0 " + status + b" ")
+
+
+@pytest.mark.parametrize("line", [
+    b"GET http://o/a HTTP/1.1\rTransfer-Encoding: chunked",  # a bare CR ends no line here
+    b"GET http://o/a\tb HTTP/1.1",
+    b"GET http://o/a\x00 HTTP/1.1",
+    b"GET http://o/ HTTP/1.1x",
+    b"GET http://o/ HTTP/2.0",
+])
+def test_http_request_lines_with_control_bytes_or_odd_versions_are_refused(line):
+    with pytest.raises(Refused) as exc:
+        HttpRequest().feed(line + b"\r\n\r\n")
+    assert exc.value.reply.startswith(b"HTTP/1.0 400 ")
+
+
+def test_http_a_zero_content_length_goes_on_and_a_tab_in_a_value_stays():
+    p = HttpRequest()
+    p.feed(b"POST http://h/ HTTP/1.1\r\nContent-Length: 0\r\nX-T: a\tb\r\n\r\n")
+    assert p.first == (b"POST / HTTP/1.1\r\nHost: h\r\nX-T: a\tb\r\nContent-Length: 0\r\n"
+                       b"Connection: close\r\n\r\n")
+    assert p.body_length == 0
 
 
 @pytest.mark.parametrize("auth", [None, b"Basic " + base64.b64encode(b"alice:wrong"),
