@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..base.report import PyncError, Reporter, strerror, write_all
-from ..platform.signals import Terminated, install_signal_handlers
+from ..platform.signals import Terminated, install_signal_handlers, restore_default_signals
 from .localio import LocalIO
 from .parse import InfoRequest, parse
 
@@ -152,9 +152,25 @@ def _guarded(opts: Options, report: Reporter, work: Callable[[list[SessionKit]],
 
 def main(argv: Optional[list[str]] = None) -> None:
     """The ``pync`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    exit_with(lambda: run(args, handle_signals=True))
+
+
+def exit_with(work: Callable[[], int]) -> None:
+    """Exit with work()'s status: the pync command and a spawned worker.
+
+    A signal that comes once work() has returned, or while it unwinds
+    outside a session, still gives its status and no traceback; then the
+    signals get their default actions back for the interpreter's shutdown.
+    """
     try:
-        status = run(sys.argv[1:] if argv is None else argv, handle_signals=True)
+        status = work()
+        restore_default_signals()
     except KeyboardInterrupt:  # ^C outside a session (e.g. while parsing)
         status = 130
+        restore_default_signals()
+    except Terminated as term:
+        status = 128 + term.signum
+        restore_default_signals()
     sys.exit(status)
 

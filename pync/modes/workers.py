@@ -93,7 +93,7 @@ class ForkedWorkers:
 # What a spawned worker runs: pync from where this pync was imported (a
 # source tree, site-packages or a zipapp), whatever the worker's sys.path.
 BOOT = ("import sys; sys.path.insert(0, {path!r}); "
-        "from pync.cli.run import serve_handed_over; sys.exit(serve_handed_over())")
+        "from pync.cli.run import exit_with, serve_handed_over; exit_with(serve_handed_over)")
 
 
 class SpawnedWorkers:

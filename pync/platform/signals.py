@@ -58,6 +58,21 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+def restore_default_signals() -> None:
+    """The session is over: ^C, SIGTERM and SIGHUP now end the process as
+    they end any program, rather than raising into the interpreter's own
+    shutdown (which would print "Exception ignored ... Traceback").
+
+    Held while the handlers change, so a signal in between is delivered
+    after, to the default action.
+    """
+    import signal
+
+    with SignalsDeferred():
+        for signum in _ending_signals(signal):
+            signal.signal(signum, signal.SIG_DFL)
+
+
 def install_signal_handlers() -> None:
     """SIGTERM and SIGHUP (and Windows' ^Break) unwind like ^C, so sockets
     and files are cleaned up."""

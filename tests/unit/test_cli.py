@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -156,3 +160,26 @@ def test_windows_socket_errors_read_as_the_c_library_words():
     assert strerror(OSError(10054, "An existing connection was forcibly closed")) \
         == "Connection reset by peer"
     assert errno_text(errno.ECONNREFUSED) == "Connection refused"  # the platform's own
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name == "nt", reason="POSIX signals")
+@pytest.mark.parametrize("work", ["pass", "raise Terminated(15)"])
+def test_a_signal_during_shutdown_is_no_traceback(work):
+    """A SIGTERM that comes once the session is over (here: while the
+    interpreter shuts down, as a -l -k listener stopping its spawned workers
+    can time it) ends the process without an "Exception ignored" traceback."""
+    code = f"""if 1:
+        import atexit, os, signal
+        from pync.cli.run import exit_with
+        from pync.platform.signals import Terminated, install_signal_handlers
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))
+        def work():
+            install_signal_handlers()
+            {work}
+            return 0
+        exit_with(work)
+    """
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert r.stderr == b""
+    # Killed by the signal's default action, as any program is.
+    assert r.returncode == -signal.SIGTERM
