@@ -52,61 +52,81 @@ class TlsSession:
         self.raw_pos = 0
         self.raw_eof = False    # the socket's end of stream was seen
         self.out = bytearray()  # ciphertext OpenSSL produced, not yet sent
+        # Once a half-close is asked for, OpenSSL is given one record at a
+        # time, so that it soon holds nothing unread and close_notify can go;
+        # until then it is given every whole record received at once.
+        self.one_record = False
 
     # -- ciphertext in ----------------------------------------------------
-    def _record_end(self) -> int:
-        """Where the first whole record in ``raw`` ends, 0 if none is whole.
+    def _whole_end(self, buf: bytes | bytearray, start: int) -> int:
+        """Where the whole records in buf from start end (start: none is
+        whole); only the first one's end when ``one_record``.
 
         Bytes that are no TLS record header at all are handed over as they
         are, for OpenSSL to reject with its own words.
         """
-        avail = len(self.raw) - self.raw_pos
-        if avail < RECORD_HEADER:
-            return 0
-        head = self.raw[self.raw_pos:self.raw_pos + RECORD_HEADER]
-        length = int.from_bytes(head[3:5], "big")
-        if head[0] not in RECORD_TYPES or length > RECORD_MAX:
-            return len(self.raw)
-        end = self.raw_pos + RECORD_HEADER + length
-        return end if end <= len(self.raw) else 0
+        size = len(buf)
+        while start + RECORD_HEADER <= size:
+            length = (buf[start + 3] << 8) | buf[start + 4]
+            if buf[start] not in RECORD_TYPES or length > RECORD_MAX:
+                return size
+            end = start + RECORD_HEADER + length
+            if end > size:
+                break
+            start = end
+            if self.one_record:
+                break
+        return start
 
     def has_record(self) -> bool:
-        return self._record_end() > 0
+        return self._whole_end(self.raw, self.raw_pos) > self.raw_pos
+
+    def _give(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        """Hand buf[start:end] to OpenSSL, with no copy in Python."""
+        with memoryview(buf) as view, view[start:end] as part:
+            self.incoming.write(part)
 
     def feed_one(self) -> bool:
-        """Give OpenSSL the next whole record; False if there is none yet.
+        """Give OpenSSL the next whole record (every whole one held, unless
+        ``one_record``); False if there is none yet.
 
-        At the socket's end, after the last record, OpenSSL is told EOF.
+        OpenSSL is never told the socket's end: OpenSSL 3 takes an end
+        without close_notify (ncat half-closes so) as a fatal error and then
+        refuses to write, when the peer still waits for pync's bytes.  pync
+        takes that end as the end of stream, as SSLSocket's
+        suppress_ragged_eofs does (a record cut short by it is dropped), and
+        goes on sending.
         """
-        end = self._record_end()
-        if end:
-            self.incoming.write(bytes(self.raw[self.raw_pos:end]))
+        end = self._whole_end(self.raw, self.raw_pos)
+        if end > self.raw_pos:
+            self._give(self.raw, self.raw_pos, end)
             self.raw_pos = end
             if self.raw_pos == len(self.raw):
                 self.raw.clear()
                 self.raw_pos = 0
             return True
-        if self.raw_eof and not self.incoming.eof:
-            if self.raw_pos < len(self.raw):  # a truncated record
-                self.incoming.write(bytes(self.raw[self.raw_pos:]))
-                self.raw.clear()
-                self.raw_pos = 0
-            self.incoming.write_eof()
-            return True
         return False
 
     def receive(self) -> None:
-        """One recv() from the socket into ``raw`` (BlockingIOError: none)."""
+        """One recv() from the socket (BlockingIOError: none).  When
+        nothing is held back, its whole records go to OpenSSL at once and
+        only the start of a record cut short is kept in ``raw``: no copy."""
         if self.raw_eof:
             return
         if self.raw_pos:
             del self.raw[:self.raw_pos]
             self.raw_pos = 0
         data = self.sock.recv(RECV_SIZE)
-        if data:
+        if not data:
+            self.raw_eof = True
+        elif self.raw or self.one_record:
             self.raw += data
         else:
-            self.raw_eof = True
+            end = self._whole_end(data, 0)
+            if end:
+                self._give(data, 0, end)
+            if end < len(data):
+                self.raw += memoryview(data)[end:]
 
     def quiet(self) -> bool:
         """OpenSSL holds nothing unread: SSL_shutdown() would discard nothing."""
@@ -120,6 +140,17 @@ class TlsSession:
 
     def flush(self) -> bool:
         """Send what can go without waiting; True when ``out`` is empty."""
+        if self.outgoing.pending and not self.out:
+            # The common case, sent as OpenSSL wrote it: no copy into ``out``.
+            data = self.outgoing.read()
+            try:
+                n = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            if n == len(data):
+                return True
+            self.out += memoryview(data)[n:]
+            return False
         self.collect()
         while self.out:
             try:
@@ -142,7 +173,7 @@ class TlsSession:
                     return EVENT_WRITE
                 if self.feed_one():
                     continue
-                if self.raw_eof:  # OpenSSL was told, and still wants more
+                if self.raw_eof:  # the socket ended, and OpenSSL wants more
                     raise ssl.SSLEOFError("EOF occurred during the handshake") from None
                 try:
                     self.receive()
@@ -226,7 +257,7 @@ class TlsStream(SocketStream):
                     self._finish_half_close()  # OpenSSL holds nothing unread now
                     if tls.feed_one():
                         continue
-                    if tls.raw_eof:  # OpenSSL was told, and still wants more
+                    if tls.raw_eof:  # every record read: the end of stream
                         self.eof = True
                         break
                     if total:
@@ -256,8 +287,8 @@ class TlsStream(SocketStream):
             self.error = exc
         finally:
             self._flush_quietly()  # what reading produced (a KeyUpdate, say)
-            if self.notified and not self.fin_sent:
-                self._finish_half_close()
+            if self.half_close and not self.fin_sent:
+                self._finish_half_close()  # once OpenSSL holds nothing unread
         if not total:
             self.eof_told = self.eof
         return total
@@ -296,6 +327,7 @@ class TlsStream(SocketStream):
         follow finish sending.
         """
         self.half_close = True
+        self.tls.one_record = True
         self._finish_half_close()
 
     def _finish_half_close(self) -> None:

@@ -84,13 +84,19 @@ class ChaosRelay:
     of the relay, "b": its target) is reset and the other one closed.
     ``delivered`` counts the bytes written each way; ``did_reset`` says
     whether the reset happened; ``errors`` holds what went wrong in the thread.
+    ``hold``: once the client is accepted, nothing is relayed until this
+    event is set (bounded): a test sets it when pync says it is connected,
+    so that a reset "at once" comes after pync's connect() completed, not in
+    the race nc loses too (its connect then reads "reset by peer").
     """
 
     def __init__(self, target: int, *, split: str = "whole", max_piece: int = 4096,
                  delay: float = 0.0, steady: bool = False,
                  reset_after: Optional[int] = None,
-                 reset_way: str = B2A, reset_side: str = "a", seed: int = 0) -> None:
+                 reset_way: str = B2A, reset_side: str = "a", seed: int = 0,
+                 hold: Optional[threading.Event] = None) -> None:
         self.target = target
+        self.hold = hold
         self.split = split
         self.max_piece = max_piece
         self.delay = delay
@@ -115,6 +121,8 @@ class ChaosRelay:
         try:
             self.listener.settimeout(TIMEOUT)
             a, _ = self.listener.accept()
+            if self.hold is not None:
+                self.hold.wait(TIMEOUT)
             b = socket.create_connection(("127.0.0.1", self.target), timeout=TIMEOUT)
             try:
                 self._relay(a, b)

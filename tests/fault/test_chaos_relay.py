@@ -78,9 +78,13 @@ DOWNLOAD_RESETS = [
 def test_bytes_before_a_reset_reach_stdout(relay_path, split, size, at, piece, delay):
     data = blob(size, at)
     srv = Server(serve_then_drain(data))
+    connected = threading.Event()
     relay = ChaosRelay(srv.port, split=split, max_piece=piece or 4096, delay=delay,
-                       reset_after=at, reset_way=B2A, reset_side="a", seed=at)
+                       reset_after=at, reset_way=B2A, reset_side="a", seed=at,
+                       hold=connected)
     p = Proc(pync_cmd("-v", "-n", "127.0.0.1", str(relay.port)))  # stdin stays open
+    p.wait_stderr(r"Connection to 127\.0\.0\.1 \d+ port \[tcp/\*\] succeeded!\n")
+    connected.set()
     assert p.wait() == 0
     relay.join()
     srv.join()
