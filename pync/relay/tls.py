@@ -119,14 +119,35 @@ class TlsSession:
         data = self.sock.recv(RECV_SIZE)
         if not data:
             self.raw_eof = True
-        elif self.raw or self.one_record:
-            self.raw += data
-        else:
-            end = self._whole_end(data, 0)
-            if end:
-                self._give(data, 0, end)
-            if end < len(data):
-                self.raw += memoryview(data)[end:]
+            return
+        start = self._complete_held(data) if self.raw and not self.one_record else 0
+        if self.raw or self.one_record:
+            self.raw += memoryview(data)[start:]
+            return
+        end = self._whole_end(data, start)
+        if end > start:
+            self._give(data, start, end)
+        if end < len(data):
+            self.raw += memoryview(data)[end:]
+
+    def _complete_held(self, data: bytes) -> int:
+        """The record whose start ``raw`` holds, completed from data (and
+        handed to OpenSSL once whole): how many bytes of data it took.
+        Only those are copied, not the whole of data."""
+        raw = self.raw
+        used = min(max(RECORD_HEADER - len(raw), 0), len(data))
+        raw += memoryview(data)[:used]
+        if len(raw) < RECORD_HEADER:
+            return used
+        length = (raw[3] << 8) | raw[4]
+        if raw[0] not in RECORD_TYPES or length > RECORD_MAX:
+            return used  # no record: the rest joins it, for OpenSSL to reject
+        take = min(RECORD_HEADER + length - len(raw), len(data) - used)
+        raw += memoryview(data)[used:used + take]
+        if len(raw) == RECORD_HEADER + length:
+            self._give(raw, 0, len(raw))
+            raw.clear()
+        return used + take
 
     def quiet(self) -> bool:
         """OpenSSL holds nothing unread: SSL_shutdown() would discard nothing."""
