@@ -142,11 +142,17 @@ class Direction:
             # Each read from stdin becomes one datagram: no larger than UDP
             # allows, sent whole before the next read.
             self.buf = MemoryBuffer(UDP_PAYLOAD_MAX, whole_messages=True)
-        elif src.datagram:
+        elif src.datagram and transform:
             # One datagram at a time, read whole into an empty buffer.
             self.buf = MemoryBuffer(DATAGRAM_MAX, whole_messages=True)
+        elif src.datagram:
+            # Into a byte stream (-u to stdout), where boundaries do not
+            # matter: every datagram waiting is read (each whole, into room
+            # for the largest) and all of them written at once.
+            self.buf = MemoryBuffer(2 * DATAGRAM_MAX)
         else:
             self.buf = new_buffer(src, dst, transform)
+        self.gather = src.datagram and not dst.datagram and not transform
         # Descriptors used without waiting (the platform cannot wait on them,
         # and they are always ready: see Stream.always_ready).
         self.read_always = src.read_fd is not None and src.read_fd in src.always_ready
@@ -460,10 +466,12 @@ class Relay:
         read means the source is drained: another read would only cost a
         system call (and latency, in a ping-pong)."""
         room = self._read_room(d)
-        if not room:
+        if not room or (d.gather and room < DATAGRAM_MAX):
             return False
         try:
-            if d.process is not None:
+            if d.gather:
+                n = self._gather(d)
+            elif d.process is not None:
                 if d.scratch is None:
                     d.scratch = memoryview(bytearray(BUFSIZE))
                 n = d.src.read_into(d.scratch[:min(room, BUFSIZE)])
@@ -483,7 +491,8 @@ class Relay:
             return False
         if d is self.down:
             self.received += n
-            self._count_net_read()
+            if not d.gather:
+                self._count_net_read()
         self.dialogue = n < BURST_MIN and d is not self.last_read
         if d is not self.last_read:
             self.last_read = d
@@ -502,6 +511,25 @@ class Relay:
         if d.dst_open and d.dst.write_fd is not None:
             self._write(d, {d.dst.write_fd: EVENT_WRITE})
         return n >= BURST_MIN and d.src_open and d.dst_open and d.empty
+
+    def _gather(self, d: Direction) -> int:
+        """Read the datagrams waiting, each whole, while there is room for
+        the largest; how many bytes came (BlockingIOError: none).  One poll
+        and one write for many datagrams: 64-byte datagrams otherwise cost a
+        poll, a recv and a write each, and the kernel drops what does not
+        fit its buffer meanwhile."""
+        total = 0
+        while d.buf.room >= DATAGRAM_MAX:
+            try:
+                n = d.buf.fill(d.src, DATAGRAM_MAX)
+            except OSError:  # none left (BlockingIOError), or an ICMP error
+                if total:
+                    break  # the next poll raises it again, where it is handled
+                raise
+            if not n:
+                break
+            total += n
+        return total
 
     def _count_net_read(self) -> None:
         """-W N: after N reads from the network, stop reading both inputs."""

@@ -8,7 +8,7 @@ import subprocess
 import threading
 
 import pytest
-from pynctest import TIMEOUT, Proc, pync_cmd, run_pync
+from pynctest import TIMEOUT, Proc, pync_cmd, run_pync, wait_until
 
 pytestmark = pytest.mark.usefixtures("pync_backend")
 
@@ -179,3 +179,26 @@ def test_listener_answers_socat_then_nc_as_first_sender():
         for p in (peer, listener):
             p.p.terminate()
             p.wait()
+
+
+def test_queued_datagrams_reach_stdout_whole_and_in_order():
+    """Datagrams that queue up while pync is busy are read together (many
+    per poll) and written to stdout as one stream: each one whole, the
+    largest UDP payload among small ones, none merged, cut or reordered."""
+    listener, port = start_udp_listener()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.connect(("127.0.0.1", port))
+    expected = bytearray()
+    for window in range(5):
+        # Windows of 100 datagrams the kernel's buffer holds whole at once.
+        for i in range(100):
+            size = 65507 if i == 50 else 1 + (window * 100 + i) % 200
+            datagram = bytes([(window * 100 + i) % 251]) * size
+            c.send(datagram)
+            expected += datagram
+        total = len(expected)
+        wait_until(lambda n=total: len(listener.out) >= n, what=f"{total} bytes on stdout")
+    assert bytes(listener.out) == bytes(expected)
+    listener.p.terminate()
+    listener.wait()
+    c.close()
