@@ -58,6 +58,34 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+_pending: list[BaseException] = []  # a signal's exception a finalizer swallowed
+
+
+def _redeliver(unraisable: Any) -> None:
+    """sys.unraisablehook: a ^C or SIGTERM that came while a finalizer
+    ran (a ``__del__``, such as Popen's) cannot unwind from there: Python
+    would print "Exception ignored ... Traceback" and go on as if nothing
+    came.  Its exception is raised again 1 ms later by SIGALRM's handler
+    instead, from the code that can unwind (a signal sent from here would be
+    handled inside this hook, and lost again)."""
+    import signal
+    import sys
+
+    exc = unraisable.exc_value
+    if isinstance(exc, (Terminated, KeyboardInterrupt)) and hasattr(signal, "setitimer"):
+        _pending[:] = [exc]
+        signal.signal(signal.SIGALRM, _raise_pending)  # type: ignore[attr-defined,unused-ignore]
+        signal.setitimer(signal.ITIMER_REAL, 0.001)  # type: ignore[attr-defined,unused-ignore]
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _raise_pending(signum: int, frame: object) -> None:
+    if _pending:
+        exc = _pending.pop()
+        raise type(exc)(*exc.args)
+
+
 def restore_default_signals() -> None:
     """The session is over: ^C, SIGTERM and SIGHUP now end the process as
     they end any program, rather than raising into the interpreter's own
@@ -71,6 +99,9 @@ def restore_default_signals() -> None:
     with SignalsDeferred():
         for signum in _ending_signals(signal):
             signal.signal(signum, signal.SIG_DFL)
+        if hasattr(signal, "setitimer"):  # no swallowed signal raised again now
+            signal.setitimer(signal.ITIMER_REAL, 0)  # type: ignore[attr-defined,unused-ignore]
+            _pending.clear()
 
 
 def install_signal_handlers() -> None:
@@ -81,6 +112,9 @@ def install_signal_handlers() -> None:
     for name in TERMINATING:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _raise_terminated)
+    import sys
+
+    sys.unraisablehook = _redeliver
     from . import backend
 
     backend().watch_signals()

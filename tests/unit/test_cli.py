@@ -183,3 +183,33 @@ def test_a_signal_during_shutdown_is_no_traceback(work):
     assert r.stderr == b""
     # Killed by the signal's default action, as any program is.
     assert r.returncode == -signal.SIGTERM
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+@pytest.mark.parametrize("signame, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_inside_a_finalizer_still_ends_pync(signame, status):
+    """A signal that lands in a __del__ (as in Popen's, when a -k listener
+    stops its workers) cannot unwind from there: it is delivered again and
+    ends pync with its status, no "Exception ignored" traceback."""
+    code = f"""if 1:
+        import gc, os, signal, time
+        from pync.cli.run import exit_with
+        from pync.platform.signals import install_signal_handlers
+
+        class Finalized:
+            def __del__(self):
+                os.kill(os.getpid(), signal.{signame})
+                for _ in range(1000):  # the handler runs in here
+                    pass
+
+        def work():
+            install_signal_handlers()
+            Finalized()
+            gc.collect()
+            for _ in range(100):  # the signal, delivered again, ends this
+                time.sleep(0.1)
+            return 0
+        exit_with(work)
+    """
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert (r.returncode, r.stderr) == (status, b"")
