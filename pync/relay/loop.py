@@ -489,10 +489,9 @@ class Relay:
             if d is self.down:
                 self.net.shutdown_read()
             return False
-        if d is self.down:
+        if d is self.down and not d.gather:  # _gather counts each datagram
             self.received += n
-            if not d.gather:
-                self._count_net_read()
+            self._count_net_read()
         self.dialogue = n < BURST_MIN and d is not self.last_read
         if d is not self.last_read:
             self.last_read = d
@@ -522,13 +521,17 @@ class Relay:
         while d.buf.room >= DATAGRAM_MAX:
             try:
                 n = d.buf.fill(d.src, DATAGRAM_MAX)
-            except OSError:  # none left (BlockingIOError), or an ICMP error
+            except (BlockingIOError, InterruptedError):  # none left
                 if total:
-                    break  # the next poll raises it again, where it is handled
+                    break
                 raise
+            # Another OSError (an ICMP refusal, read once) propagates: the
+            # datagrams already in the buffer stay there and are written.
             if not n:
                 break
             total += n
+            if d is self.down:
+                self.received += n
         return total
 
     def _count_net_read(self) -> None:
