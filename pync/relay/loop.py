@@ -448,6 +448,8 @@ class Relay:
     def _read_room(self, d: Direction) -> int:
         """How much one read may take: -C's LF -> CRLF at most doubles it."""
         room = d.buf.room
+        if d.gather and room < DATAGRAM_MAX:
+            return 0  # no room for the largest datagram: no read, nor read interest
         return room // 2 if self.crlf is not None and d is self.up else room
 
     def _read(self, d: Direction, events: dict[int, int]) -> None:
@@ -466,7 +468,7 @@ class Relay:
         read means the source is drained: another read would only cost a
         system call (and latency, in a ping-pong)."""
         room = self._read_room(d)
-        if not room or (d.gather and room < DATAGRAM_MAX):
+        if not room:
             return False
         try:
             if d.gather:

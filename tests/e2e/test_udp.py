@@ -202,3 +202,24 @@ def test_queued_datagrams_reach_stdout_whole_and_in_order():
     listener.p.terminate()
     listener.wait()
     c.close()
+
+
+def test_a_destination_that_does_not_read_does_not_spin():
+    """Datagrams pile up for a child that never reads its stdin: once the
+    buffer has no room for the largest datagram, pync stops watching the
+    socket instead of polling it in a loop (a CPU core at 100%)."""
+    p = subprocess.Popen(pync_cmd("-u", "-l", "-v", "-n", "127.0.0.1", "0", "-c", "sleep 2"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    line = p.stderr.readline().decode()
+    assert line.startswith("Bound on 127.0.0.1 "), line
+    port = int(line.split()[-1])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(80):  # 4.8 MB, paced so that the kernel's buffer keeps up
+            s.sendto(b"x" * 60000, ("127.0.0.1", port))
+            threading.Event().wait(0.005)
+    _, status, usage = os.wait4(p.pid, 0)  # the child's end ends the session
+    p.returncode = 0
+    p.stderr.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert usage.ru_utime + usage.ru_stime < 1.0, "busy-polled a full buffer"
