@@ -217,7 +217,7 @@ def test_a_destination_that_does_not_read_does_not_spin():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _ in range(80):  # 4.8 MB, paced so that the kernel's buffer keeps up
             s.sendto(b"x" * 60000, ("127.0.0.1", port))
-            threading.Event().wait(0.005)
+            threading.Event().wait(0.005)  # sleep-ok: pacing the sender, not a synchronisation
     _, status, usage = os.wait4(p.pid, 0)  # the child's end ends the session
     p.returncode = 0
     p.stderr.close()

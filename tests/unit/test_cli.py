@@ -187,12 +187,14 @@ def test_a_signal_during_shutdown_is_no_traceback(work):
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
 @pytest.mark.parametrize("signame, status", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_a_signal_inside_a_finalizer_still_ends_pync(signame, status):
+@pytest.mark.parametrize("then", ["signal.pause()", "pass"])
+def test_a_signal_inside_a_finalizer_still_ends_pync(signame, status, then):
     """A signal that lands in a __del__ (as in Popen's, when a -k listener
     stops its workers) cannot unwind from there: it is delivered again and
-    ends pync with its status, no "Exception ignored" traceback."""
+    ends pync with its status, no "Exception ignored" traceback; also when
+    the work ends at once after it (then: "pass")."""
     code = f"""if 1:
-        import gc, os, signal, time
+        import gc, os, signal
         from pync.cli.run import exit_with
         from pync.platform.signals import install_signal_handlers
 
@@ -206,8 +208,7 @@ def test_a_signal_inside_a_finalizer_still_ends_pync(signame, status):
             install_signal_handlers()
             Finalized()
             gc.collect()
-            for _ in range(100):  # the signal, delivered again, ends this
-                time.sleep(0.1)
+            {then}  # pause: the signal, delivered again, ends this (bounded by the timeout)
             return 0
         exit_with(work)
     """
