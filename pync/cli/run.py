@@ -163,14 +163,17 @@ def exit_with(work: Callable[[], int]) -> None:
     outside a session, still gives its status and no traceback; then the
     signals get their default actions back for the interpreter's shutdown.
     """
+    late: Optional[BaseException] = None
     try:
         status = work()
-        restore_default_signals()
+        late = restore_default_signals()
     except KeyboardInterrupt:  # ^C outside a session (e.g. while parsing)
         status = 130
         restore_default_signals()
     except Terminated as term:
         status = 128 + term.signum
         restore_default_signals()
+    if late is not None:  # swallowed by a finalizer just before the end
+        status = 128 + late.signum if isinstance(late, Terminated) else 130
     sys.exit(status)
 

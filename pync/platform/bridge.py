@@ -116,9 +116,9 @@ class ReaderBridge:
                 else:  # a small one keeps just its bytes (a line from a terminal)
                     chunk = memoryview(bytes(buf[:n]))
                 with cond:
-                    while ((self._queued >= QUEUED or len(self._queue) >= QUEUED_ITEMS)
+                    while ((self._queued + n > QUEUED or len(self._queue) >= QUEUED_ITEMS)
                            and not self._closed):
-                        cond.wait()  # back-pressure: the loop is behind
+                        cond.wait()  # back-pressure: the loop is behind (n <= CHUNK < QUEUED)
                     if self._closed:
                         return
                     was_empty = not self._queue

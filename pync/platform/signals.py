@@ -8,7 +8,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Optional
 
 # Signals that end pync as ^C does, with 128 + their number (where they exist).
 TERMINATING = ("SIGTERM", "SIGHUP", "SIGBREAK")
@@ -36,9 +36,10 @@ class SignalsDeferred:
         import signal
 
         self._old = None
-        if hasattr(signal, "pthread_sigmask"):  # POSIX
+        if hasattr(signal, "pthread_sigmask"):  # POSIX; SIGALRM: a signal raised again
             self._old = signal.pthread_sigmask(  # type: ignore[attr-defined,unused-ignore]
-                signal.SIG_BLOCK, _ending_signals(signal))  # type: ignore[attr-defined,unused-ignore]
+                signal.SIG_BLOCK,  # type: ignore[attr-defined,unused-ignore]
+                _ending_signals(signal) | {signal.SIGALRM})  # type: ignore[attr-defined,unused-ignore]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -59,6 +60,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 _pending: list[BaseException] = []  # a signal's exception a finalizer swallowed
+_in_hook = False  # _redeliver runs: an alarm now would be swallowed again
 
 
 def _redeliver(unraisable: Any) -> None:
@@ -68,40 +70,54 @@ def _redeliver(unraisable: Any) -> None:
     came.  Its exception is raised again 1 ms later by SIGALRM's handler
     instead, from the code that can unwind (a signal sent from here would be
     handled inside this hook, and lost again)."""
+    global _in_hook
     import signal
     import sys
 
     exc = unraisable.exc_value
     if isinstance(exc, (Terminated, KeyboardInterrupt)) and hasattr(signal, "setitimer"):
+        _in_hook = True
         _pending[:] = [exc]
         signal.signal(signal.SIGALRM, _raise_pending)  # type: ignore[attr-defined,unused-ignore]
-        signal.setitimer(signal.ITIMER_REAL, 0.001)  # type: ignore[attr-defined,unused-ignore]
+        _arm(signal)
+        _in_hook = False  # (no call after the timer's: nothing runs a handler here)
         return
     sys.__unraisablehook__(unraisable)
 
 
+def _arm(signal: Any) -> None:
+    signal.setitimer(signal.ITIMER_REAL, 0.001)
+
+
 def _raise_pending(signum: int, frame: object) -> None:
+    if _in_hook:  # the alarm came before the hook returned: once it has
+        import signal
+
+        _arm(signal)
+        return
     if _pending:
         exc = _pending.pop()
         raise type(exc)(*exc.args)
 
 
-def restore_default_signals() -> None:
+def restore_default_signals() -> Optional[BaseException]:
     """The session is over: ^C, SIGTERM and SIGHUP now end the process as
     they end any program, rather than raising into the interpreter's own
     shutdown (which would print "Exception ignored ... Traceback").
 
     Held while the handlers change, so a signal in between is delivered
-    after, to the default action.
+    after, to the default action.  Returns the exception of a signal a
+    finalizer swallowed and that was not raised again yet (its status is
+    the process's), else None.
     """
     import signal
 
     with SignalsDeferred():
         for signum in _ending_signals(signal):
             signal.signal(signum, signal.SIG_DFL)
-        if hasattr(signal, "setitimer"):  # no swallowed signal raised again now
+        if hasattr(signal, "setitimer"):
             signal.setitimer(signal.ITIMER_REAL, 0)  # type: ignore[attr-defined,unused-ignore]
-            _pending.clear()
+        return _pending.pop() if _pending else None
 
 
 def install_signal_handlers() -> None:

@@ -136,23 +136,23 @@ class Direction:
         self.dst = dst
         self.src_open = src_open and src.read_fd is not None
         self.dst_open = dst.write_fd is not None
+        # Datagrams into a byte stream (-u to stdout), where boundaries do
+        # not matter: every datagram waiting is read (each whole, into room
+        # for the largest) and all of them written at once.
+        self.gather = src.datagram and not dst.datagram and not transform
         if not (self.src_open and self.dst_open):
             self.buf = MemoryBuffer(1)
         elif dst.datagram:
             # Each read from stdin becomes one datagram: no larger than UDP
             # allows, sent whole before the next read.
             self.buf = MemoryBuffer(UDP_PAYLOAD_MAX, whole_messages=True)
-        elif src.datagram and transform:
-            # One datagram at a time, read whole into an empty buffer.
-            self.buf = MemoryBuffer(DATAGRAM_MAX, whole_messages=True)
-        elif src.datagram:
-            # Into a byte stream (-u to stdout), where boundaries do not
-            # matter: every datagram waiting is read (each whole, into room
-            # for the largest) and all of them written at once.
+        elif self.gather:
             self.buf = MemoryBuffer(2 * DATAGRAM_MAX)
+        elif src.datagram:
+            # One datagram at a time (transformed), read whole into an empty buffer.
+            self.buf = MemoryBuffer(DATAGRAM_MAX, whole_messages=True)
         else:
             self.buf = new_buffer(src, dst, transform)
-        self.gather = src.datagram and not dst.datagram and not transform
         # Descriptors used without waiting (the platform cannot wait on them,
         # and they are always ready: see Stream.always_ready).
         self.read_always = src.read_fd is not None and src.read_fd in src.always_ready

@@ -58,25 +58,33 @@ class TlsSession:
         self.one_record = False
 
     # -- ciphertext in ----------------------------------------------------
+    @staticmethod
+    def _record_size(buf: bytes | bytearray, start: int) -> int:
+        """The size (header included) of the record whose header starts at
+        start; 0 if the header is not all there, -1 if it is no TLS record
+        header (those bytes go to OpenSSL as they are, for it to reject
+        with its own words)."""
+        if start + RECORD_HEADER > len(buf):
+            return 0
+        length = (buf[start + 3] << 8) | buf[start + 4]
+        if buf[start] not in RECORD_TYPES or length > RECORD_MAX:
+            return -1
+        return RECORD_HEADER + length
+
     def _whole_end(self, buf: bytes | bytearray, start: int) -> int:
         """Where the whole records in buf from start end (start: none is
-        whole); only the first one's end when ``one_record``.
-
-        Bytes that are no TLS record header at all are handed over as they
-        are, for OpenSSL to reject with its own words.
+        whole); only the first one's end when ``one_record``.  Bytes that
+        are no record go too (see _record_size).
         """
-        size = len(buf)
-        while start + RECORD_HEADER <= size:
-            length = (buf[start + 3] << 8) | buf[start + 4]
-            if buf[start] not in RECORD_TYPES or length > RECORD_MAX:
-                return size
-            end = start + RECORD_HEADER + length
-            if end > size:
-                break
-            start = end
+        while True:
+            size = self._record_size(buf, start)
+            if size < 0:
+                return len(buf)
+            if not size or start + size > len(buf):
+                return start
+            start += size
             if self.one_record:
-                break
-        return start
+                return start
 
     def has_record(self) -> bool:
         return self._whole_end(self.raw, self.raw_pos) > self.raw_pos
@@ -137,14 +145,12 @@ class TlsSession:
         raw = self.raw
         used = min(max(RECORD_HEADER - len(raw), 0), len(data))
         raw += memoryview(data)[:used]
-        if len(raw) < RECORD_HEADER:
-            return used
-        length = (raw[3] << 8) | raw[4]
-        if raw[0] not in RECORD_TYPES or length > RECORD_MAX:
-            return used  # no record: the rest joins it, for OpenSSL to reject
-        take = min(RECORD_HEADER + length - len(raw), len(data) - used)
+        size = self._record_size(raw, 0)
+        if size <= 0:
+            return used  # no whole header yet, or no record: the rest joins it
+        take = min(size - len(raw), len(data) - used)
         raw += memoryview(data)[used:used + take]
-        if len(raw) == RECORD_HEADER + length:
+        if len(raw) == size:
             self._give(raw, 0, len(raw))
             raw.clear()
         return used + take
@@ -168,6 +174,9 @@ class TlsSession:
                 n = self.sock.send(data)
             except (BlockingIOError, InterruptedError):
                 n = 0
+            except OSError:
+                self.out += data  # kept, as the slow path keeps it, for the error's handler
+                raise
             if n == len(data):
                 return True
             self.out += memoryview(data)[n:]
