@@ -54,13 +54,26 @@ def run_pair(to_a: bytes = b"", to_b: bytes = b""):
     return pair, client, server, thread, ended
 
 
+def send_and_half_close(sock: socket.socket, data: bytes) -> threading.Thread:
+    """sendall(data), then SHUT_WR, in a thread (bounded by TIMEOUT): more
+    than the sockets between can hold must be read while it is being sent,
+    or the sender blocks for ever."""
+    def send() -> None:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(TIMEOUT)
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return sender
+
+
 def test_bytes_both_ways_and_half_close_across():
     data = os.urandom(8 << 20)
     pair, client, server, thread, ended = run_pair(to_b=b"first ")
     try:
-        client.sendall(data)
-        client.shutdown(socket.SHUT_WR)  # the server sees EOF after the bytes...
+        sender = send_and_half_close(client, data)  # the server sees EOF after the bytes...
         got = recv_all(server)
+        sender.join(TIMEOUT)
         assert hashlib.sha256(got).digest() == hashlib.sha256(b"first " + data).digest()
         server.sendall(b"answer after EOF")  # ... and its answer still goes back
         server.shutdown(socket.SHUT_WR)
@@ -89,9 +102,9 @@ def test_on_linux_the_bytes_move_by_splice(monkeypatch):
     pair, client, server, thread, _ = run_pair()
     try:
         assert isinstance(pair.ab.buf, PipeBuffer) and isinstance(pair.ba.buf, PipeBuffer)
-        client.sendall(b"z" * (4 << 20))
-        client.shutdown(socket.SHUT_WR)
+        sender = send_and_half_close(client, b"z" * (4 << 20))
         assert len(recv_all(server)) == 4 << 20
+        sender.join(TIMEOUT)
         server.shutdown(socket.SHUT_WR)
         recv_all(client)
         thread.join(TIMEOUT)
