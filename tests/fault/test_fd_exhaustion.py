@@ -30,10 +30,12 @@ from pynctest import (
 EXHAUSTED = "Too many open files|out of file descriptors"
 
 
-def _limit(n: int):
+def _limit(n: int, hard_too: bool = False):
+    """A preexec_fn: the child may open n descriptors (and, hard_too, can
+    raise that no further)."""
     def preexec() -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n if hard_too else hard))
     return preexec
 
 
@@ -70,9 +72,9 @@ def _try_exchange(port: int, data: bytes) -> bytes:
 
 
 def test_broker_out_of_descriptors_neither_spins_nor_floods():
-    limit = 24
+    limit = 24  # the hard limit too: the broker raises its soft limit where it can
     room = Proc(pync_cmd("-l", "-v", "-n", "--broker", "127.0.0.1", "0"),
-                preexec_fn=_limit(limit))
+                preexec_fn=_limit(limit, hard_too=True))
     try:
         port = int(room.wait_stderr(r"Listening on \S+ (\d+)\n").group(1))
         crowd = [connect(port) for _ in range(limit + 10)]
@@ -97,6 +99,28 @@ def test_broker_out_of_descriptors_neither_spins_nor_floods():
         room.p.terminate()
         room.wait()
     assert b"Traceback" not in room.err
+
+
+def test_broker_raises_its_soft_limit_to_hold_max_conns():
+    """A soft limit of 64 (the hard one higher), --max-conns 300: the broker
+    raises its own limit, so 200 clients are all in the room at once."""
+    room = Proc(pync_cmd("-l", "-v", "-n", "--broker", "--max-conns", "300",
+                         "127.0.0.1", "0"), preexec_fn=_limit(64))
+    crowd = []
+    try:
+        port = int(room.wait_stderr(r"Listening on \S+ (\d+)\n").group(1))
+        crowd = [connect(port) for _ in range(200)]
+        room.wait_stderr(r"(?:Connection received[^\n]*\n){200}")
+        crowd[-1].sendall(b"all here\n")
+        for s in crowd[:-1]:
+            s.settimeout(TIMEOUT)
+            assert s.recv(100) == b"all here\n"
+        assert not re.search(EXHAUSTED.encode(), bytes(room.err))
+    finally:
+        for s in crowd:
+            s.close()
+        room.p.terminate()
+        room.wait()
 
 
 @pytest.mark.parametrize("args", [["-k"], ["-k", "-e", "cat"]], ids=["k", "k-exec"])

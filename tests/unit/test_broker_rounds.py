@@ -1,0 +1,158 @@
+"""The broker's batched fan-out gives every client what one-by-one delivery would.
+
+The broker queues what is said in one turn of its loop as a round and hands
+each client the round less its own bytes and less what came before it
+joined (modes/broker.py).  Here a Broker runs on socket pairs, driven by
+hypothesis through joins, lines, stdin, leaves, ends of turns and a round
+size small enough to be cut early; each client's peer must read exactly
+what a model that delivers every piece at once, to everyone then present
+but its sender, says: every byte once, in order, nothing from before it
+joined, nothing of its own.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from unittest import mock
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pync.base.options import Options
+from pync.base.report import Reporter
+from pync.modes import broker
+from pync.modes.access import AccessList
+
+
+class FakeStdio:
+    """pync's own stdio for the broker: no stdin, stdout kept in memory."""
+
+    read_fd = None
+    write_fd = 1
+    always_ready: frozenset[int] = frozenset()
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write_all(self, data: bytes) -> bool:
+        self.written += data
+        return True
+
+
+def read_all(s: socket.socket) -> bytes:
+    """What is waiting on s, up to its end if it has ended."""
+    s.setblocking(False)
+    got = bytearray()
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except BlockingIOError:
+            return bytes(got)
+        if not chunk:
+            return bytes(got)
+        got += chunk
+
+
+action = st.one_of(
+    st.tuples(st.just("join")),
+    st.tuples(st.just("say"), st.integers(0, 7), st.binary(min_size=1, max_size=48)),
+    st.tuples(st.just("stdin"), st.binary(min_size=1, max_size=48)),
+    st.tuples(st.just("leave"), st.integers(0, 7)),
+    st.tuples(st.just("turn")),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(action, min_size=1, max_size=40), st.sampled_from([1, 24, 100, 1 << 18]))
+def test_rounds_deliver_what_one_by_one_delivery_would(actions, round_bytes):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stdio = FakeStdio()
+    room = broker.Broker(listener, Options(broker=True), stdio,  # type: ignore[arg-type]
+                         Reporter(io.StringIO()), AccessList())
+    peers: list[socket.socket] = []      # the test's end of each client
+    clients: list[broker.Client] = []    # the broker's Client for each
+    present: list[bool] = []
+    want: list[bytearray] = []           # the model: what each peer must read
+    shown = bytearray()                  # and what stdout must show
+    try:
+        with mock.patch.object(broker, "ROUND_BYTES", round_bytes):
+            for act in actions:
+                if act[0] == "join":
+                    mine, theirs = socket.socketpair()
+                    peers.append(theirs)
+                    clients.append(room._join(mine, "test"))
+                    present.append(True)
+                    want.append(bytearray())
+                    continue
+                if act[0] == "turn":
+                    room._fan_out()
+                    continue
+                if act[0] == "stdin":
+                    room._deliver(act[1], to_stdout=False)
+                    for i, here in enumerate(present):
+                        if here:
+                            want[i] += act[1]
+                    continue
+                live = [i for i, here in enumerate(present) if here]
+                if not live:
+                    continue
+                who = live[act[1] % len(live)]
+                if act[0] == "leave":
+                    room._drop(clients[who])
+                    present[who] = False
+                    continue
+                room._from_client(clients[who], act[2])
+                shown += act[2]
+                for i, here in enumerate(present):
+                    if here and i != who:
+                        want[i] += act[2]
+            room._fan_out()
+        for i, peer in enumerate(peers):
+            assert read_all(peer) == bytes(want[i]), f"client {i}"
+        assert bytes(stdio.written) == bytes(shown)
+    finally:
+        for client in clients:
+            client.sock.close()
+        for peer in peers:
+            peer.close()
+        room.waiter.close()
+        listener.close()
+
+
+def test_a_thousand_lines_in_one_turn_take_one_send_per_client():
+    """Ten clients each say 100 lines in one turn: each client's socket is
+    sent to once (the round), and gets the other 900 lines in order."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    room = broker.Broker(listener, Options(broker=True), FakeStdio(),  # type: ignore[arg-type]
+                         Reporter(io.StringIO()), AccessList())
+    pairs = [socket.socketpair() for _ in range(10)]
+    clients = [room._join(mine, "test") for mine, _ in pairs]
+    sends = 0
+    real_flush = room._flush
+
+    def counted(client: broker.Client) -> None:
+        nonlocal sends
+        sends += 1
+        real_flush(client)
+    try:
+        with mock.patch.object(room, "_flush", counted):
+            for n in range(100):
+                for i, client in enumerate(clients):
+                    room._from_client(client, b"%d says %03d\n" % (i, n))
+            room._fan_out()
+        assert sends == len(clients)
+        for i, (_, theirs) in enumerate(pairs):
+            want = b"".join(b"%d says %03d\n" % (j, n) for n in range(100)
+                            for j in range(10) if j != i)
+            assert read_all(theirs) == want
+    finally:
+        for mine, theirs in pairs:
+            mine.close()
+            theirs.close()
+        room.waiter.close()
+        listener.close()
