@@ -16,8 +16,10 @@ sent in one turn is queued as a round and joined once; then each client is
 given the round less its own bytes and less what came before it joined, in
 at most a few appends and one send().  With 10,000 clients talking at once
 that is one send per client per turn, not one per client per line (which
-would be 10^8).  A round is fanned out early once it holds ROUND_BYTES, so
-a client that reads is never dropped for a burst it could have taken.
+would be 10^8).  A round is fanned out early, between two clients' reads,
+once it holds ROUND_BYTES, and handed out at most about ROUND_BYTES at a
+time, so a client that reads is never dropped for a burst it could have
+taken (not even the burst of a chat's leavers' unfinished lines).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ DEFAULT_MAX_CONNS = 100        # as ncat
 FD_SPARE = 64  # descriptors beyond one per client (stdio, listener, refusals)
 PAUSE = 0.1  # seconds between tries of a listener out of descriptors
 READ_SIZE = 65536
-ROUND_BYTES = 256 * 1024      # a round this large is fanned out before the turn ends
+ROUND_BYTES = 256 * 1024      # a round this large is fanned out before the turn ends,
+                              # and a pass of the fan-out hands out about this much
 _GONE = object()  # a descriptor no longer watched
 
 
@@ -109,7 +112,6 @@ class Broker:
         self.read_buf = memoryview(bytearray(READ_SIZE))  # every client's recv
         self.round: list[Piece] = []  # what this turn of the loop delivers
         self.round_bytes = 0
-        self.fanning = False  # in _fan_out: what drops announce waits for the next round
         self.acceptor = Acceptor(server, report)
         self.paused = False  # the listener is out of the selector (EMFILE)
 
@@ -145,6 +147,8 @@ class Broker:
                         self._read_stdin()
                     elif isinstance(data, Client):
                         self._client_event(data, events)
+                    if self.round_bytes >= ROUND_BYTES:  # (never inside one client's lines)
+                        self._fan_out()
                 if self.stdin_always_ready or held:
                     self._read_stdin()
                 self._fan_out()
@@ -295,21 +299,18 @@ class Broker:
         """Add data to this round, for every client but skip (and stdout)."""
         self.round.append(Piece(data, skip, to_stdout))
         self.round_bytes += len(data)
-        if self.round_bytes >= ROUND_BYTES and not self.fanning:
-            self._fan_out()
 
     def _fan_out(self) -> None:
         """Give each client what the round holds for it, and send it what it can
-        take; drops in the middle (which may announce) make another round."""
-        self.fanning = True
-        try:
-            self._fan_out_rounds()
-        finally:
-            self.fanning = False
-
-    def _fan_out_rounds(self) -> None:
+        take, about ROUND_BYTES at a time; drops in the middle (which may
+        announce) add to what is left."""
         while self.round:
-            pieces, self.round, self.round_bytes = self.round, [], 0
+            taken, size = 0, 0
+            while taken < len(self.round) and (not taken or size < ROUND_BYTES):
+                size += len(self.round[taken].data)
+                taken += 1
+            pieces, self.round = self.round[:taken], self.round[taken:]
+            self.round_bytes -= size
             chunk = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
             view = memoryview(chunk)
             starts = []  # where each piece begins in chunk
@@ -327,8 +328,8 @@ class Broker:
             for client in list(self.clients.values()):
                 if self.clients.get(client.fd) is not client:
                     continue  # dropped in this loop (its send failed)
-                begin = starts[client.since] if client.since < len(starts) else at
-                client.since = 0
+                begin = starts[client.since] if client.since < taken else at
+                client.since = max(client.since - taken, 0)  # (into what is left)
                 was_empty = not client.out
                 for start, end in own.get(id(client), ()):
                     if start > begin:

@@ -13,11 +13,15 @@ joined, nothing of its own.
 from __future__ import annotations
 
 import io
+import select
 import socket
+import threading
+import time
 from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pynctest import TIMEOUT
 
 from pync.base.options import Options
 from pync.base.report import Reporter
@@ -156,3 +160,55 @@ def test_a_thousand_lines_in_one_turn_take_one_send_per_client():
             theirs.close()
         room.waiter.close()
         listener.close()
+
+
+def test_leavers_unfinished_lines_do_not_drop_a_reader():
+    """--chat: four stalled clients, each holding 64 KiB of an unfinished line
+    of control bytes (256 KiB once escaped), are dropped in one fan-out; the
+    1 MiB their lines make reaches a client that reads, in passes of about
+    ROUND_BYTES, without dropping it as "not reading"."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    said = io.StringIO()
+    room = broker.Broker(listener, Options(chat=True), FakeStdio(),  # type: ignore[arg-type]
+                         Reporter(said, verbose=1), AccessList())
+    pairs = [socket.socketpair() for _ in range(6)]
+    reader, talker, *stalled = [room._join(mine, "test") for mine, _ in pairs]
+    got = bytearray()
+    drain = threading.Thread(target=lambda: got.extend(recv_to_end(pairs[0][1])))
+    drain.start()
+    try:
+        room._fan_out()
+        for client in stalled:
+            room._from_client(client, b"\x01" * 65536)  # held: no newline yet
+            client.out += b"x" * (broker.MAX_BACKLOG - 10)  # it does not read
+        room._from_client(talker, b"hi\n")
+        room._fan_out()
+        assert reader.fd in room.clients, said.getvalue()
+        assert said.getvalue().count("not reading") == len(stalled)
+        deadline = time.monotonic() + TIMEOUT
+        while reader.out and time.monotonic() < deadline:  # (the loop's EVENT_WRITE)
+            select.select([], [reader.sock], [], TIMEOUT)
+            room._flush(reader)
+        pairs[0][0].close()
+        drain.join(TIMEOUT)
+        assert got.count(b"\\x01" * 65536) == len(stalled)  # each leaver's line, whole
+        assert got.count(b"has left\n") == len(stalled)
+    finally:
+        for mine, theirs in pairs:
+            mine.close()
+            theirs.close()
+        room.waiter.close()
+        listener.close()
+
+
+def recv_to_end(s: socket.socket) -> bytes:
+    """Everything s receives until its peer closes."""
+    s.settimeout(TIMEOUT)
+    got = bytearray()
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            return bytes(got)
+        got += chunk
