@@ -14,7 +14,7 @@ leaving, resetting or sending garbage never ends the broker.
 Fan-out is batched per turn of the loop: what all ready clients (and stdin)
 sent in one turn is queued as a round and joined once; then each client is
 given the round less its own bytes and less what came before it joined, in
-at most a few appends and one send().  With 10,000 clients talking at once
+a few appends and one send() for each ROUND_BYTES.  With 10,000 clients talking at once
 that is one send per client per turn, not one per client per line (which
 would be 10^8).  A round is fanned out early, between two clients' reads,
 once it holds ROUND_BYTES, and handed out at most about ROUND_BYTES at a
