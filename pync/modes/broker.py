@@ -37,6 +37,7 @@ from .access import AccessList
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Optional
 
 MAX_BACKLOG = 1024 * 1024      # bytes waiting for one client before it is dropped
@@ -53,7 +54,7 @@ _GONE = object()  # a descriptor no longer watched
 class Client:
     """One connected client: its socket, name and pending output."""
 
-    __slots__ = ("events", "fd", "line", "name", "out", "since", "sock", "where")
+    __slots__ = ("events", "fd", "line", "name", "out", "since", "sock", "until", "where")
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock = sock
@@ -64,6 +65,7 @@ class Client:
         self.line = bytearray()  # chat: a line still being typed
         self.events = 0  # what the waiter watches its socket for
         self.since = 0   # the first piece of the current round it gets (joined in it)
+        self.until: Optional[int] = None  # left: the piece of the round it gets no more
 
 
 class Piece:
@@ -112,6 +114,7 @@ class Broker:
         self.read_buf = memoryview(bytearray(READ_SIZE))  # every client's recv
         self.round: list[Piece] = []  # what this turn of the loop delivers
         self.round_bytes = 0
+        self.leaving: list[Client] = []  # ended, closed once given this turn's share
         self.acceptor = Acceptor(server, report)
         self.paused = False  # the listener is out of the selector (EMFILE)
 
@@ -153,7 +156,7 @@ class Broker:
                     self._read_stdin()
                 self._fan_out()
         finally:
-            for client in list(self.clients.values()):
+            for client in [*self.clients.values(), *self.leaving]:
                 client.sock.close()
             self.waiter.close()
             self.acceptor.close()
@@ -209,21 +212,17 @@ class Broker:
 
     def _drop(self, client: Client, why: Optional[str] = None) -> None:
         """client leaves (why: it failed; None: it ended).  One that ended may
-        still read: what this turn said before it left is sent as far as its
-        socket takes it now, as one-by-one delivery would have.  (Only its
-        share: a crowd leaving at once must not fan out a round per leaver.)"""
+        still read: the fan-out at the end of this turn gives it what was said
+        before it left, as one-by-one delivery would have, sends what its
+        socket takes then, and closes it."""
         if self.clients.pop(client.fd, None) is None:
             return
         self._unwatch(client.fd)
         if why is None:
-            share = [p.data for p in self.round[client.since:] if p.skip is not client]
-            client.out += b"".join(share)
-            if client.out:
-                try:
-                    client.sock.send(client.out)
-                except OSError:
-                    pass
-        client.sock.close()
+            client.until = len(self.round)
+            self.leaving.append(client)
+        else:
+            client.sock.close()
         if self.paused:  # a descriptor is free again: take connections
             self._watch(self.server.fileno(), EVENT_READ, None)
             self.paused = False
@@ -305,42 +304,49 @@ class Broker:
         take, about ROUND_BYTES at a time; drops in the middle (which may
         announce) add to what is left."""
         while self.round:
-            taken, size = 0, 0
-            while taken < len(self.round) and (not taken or size < ROUND_BYTES):
-                size += len(self.round[taken].data)
-                taken += 1
-            pieces, self.round = self.round[:taken], self.round[taken:]
-            self.round_bytes -= size
-            chunk = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
-            view = memoryview(chunk)
-            starts = []  # where each piece begins in chunk
-            own: dict[int, list[tuple[int, int]]] = {}  # id(client) -> spans it sent
-            at = 0
-            for piece in pieces:
-                starts.append(at)
-                if piece.skip is not None:
-                    own.setdefault(id(piece.skip), []).append((at, at + len(piece.data)))
-                at += len(piece.data)
-            if self.to_stdout and self.local.write_fd is not None:
-                shown = [p.data for p in pieces if p.to_stdout]
-                if shown:
-                    self.local.write_all(shown[0] if len(shown) == 1 else b"".join(shown))
-            for client in list(self.clients.values()):
-                if self.clients.get(client.fd) is not client:
-                    continue  # dropped in this loop (its send failed)
-                begin = starts[client.since] if client.since < taken else at
-                client.since = max(client.since - taken, 0)  # (into what is left)
-                was_empty = not client.out
-                for start, end in own.get(id(client), ()):
-                    if start > begin:
-                        client.out += view[begin:start]
-                    begin = max(begin, end)
-                if begin < at:
-                    client.out += view[begin:] if begin else view
-                if len(client.out) > MAX_BACKLOG:
-                    self._drop(client, "not reading")
-                elif was_empty and client.out:
-                    self._flush(client)
+            self._fan_out_pass()
+        for client in self.leaving:
+            if client.out:
+                try:
+                    client.sock.send(client.out)
+                except OSError:
+                    pass
+            client.sock.close()
+        self.leaving = []
+
+    def _fan_out_pass(self) -> None:
+        """Hand out the first ROUND_BYTES or so of the round."""
+        taken, size = 0, 0
+        while taken < len(self.round) and (not taken or size < ROUND_BYTES):
+            size += len(self.round[taken].data)
+            taken += 1
+        pieces, self.round = self.round[:taken], self.round[taken:]
+        self.round_bytes -= size
+        chunk = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
+        view = memoryview(chunk)
+        starts = []  # where each piece begins in chunk
+        own: dict[int, list[tuple[int, int]]] = {}  # id(client) -> spans it sent
+        at = 0
+        for piece in pieces:
+            starts.append(at)
+            if piece.skip is not None:
+                own.setdefault(id(piece.skip), []).append((at, at + len(piece.data)))
+            at += len(piece.data)
+        if self.to_stdout and self.local.write_fd is not None:
+            shown = [p.data for p in pieces if p.to_stdout]
+            if shown:
+                self.local.write_all(shown[0] if len(shown) == 1 else b"".join(shown))
+        for client in self.leaving:
+            _give(client, view, starts, own.get(id(client), ()), taken)
+        for client in list(self.clients.values()):
+            if self.clients.get(client.fd) is not client:
+                continue  # dropped in this loop (its send failed)
+            was_empty = not client.out
+            _give(client, view, starts, own.get(id(client), ()), taken)
+            if len(client.out) > MAX_BACKLOG:
+                self._drop(client, "not reading")
+            elif was_empty and client.out:
+                self._flush(client)
 
     def _flush(self, client: Client) -> None:
         try:
@@ -355,6 +361,29 @@ class Broker:
         if events != client.events:
             self.waiter.modify(client.fd, events)
             client.events = events
+
+
+def _give(client: Client, view: memoryview, starts: list[int],
+          own: Iterable[tuple[int, int]], taken: int) -> None:
+    """Add to client.out its share of a pass (view: the pass's ``taken``
+    pieces joined, starting at ``starts``): from where it joined to where it
+    left, less the spans it sent itself; its marks then point into what is
+    left of the round."""
+    at = len(view)
+    begin = starts[client.since] if client.since < taken else at
+    end = at
+    if client.until is not None:
+        end = starts[client.until] if client.until < taken else at
+        client.until = max(client.until - taken, 0)
+    client.since = max(client.since - taken, 0)
+    for start, stop in own:
+        if start >= end:
+            break
+        if start > begin:
+            client.out += view[begin:start]
+        begin = max(begin, stop)
+    if begin < end:
+        client.out += view if begin == 0 and end == at else view[begin:end]
 
 
 def _lines(pending: bytearray, data: bytes) -> list[bytes]:
